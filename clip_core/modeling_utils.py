@@ -1,0 +1,176 @@
+"""What the three backends share besides tensor math: loading, saving, and input checks.
+
+A backend model class mixes in :class:`PretrainedMixin`, sets ``arch`` (one of :data:`clip_core.weights.ARCHITECTURES`)
+and ``config_class``, and implements two hooks:
+
+* ``_from_state(config, state, dtype=None)`` -- a model holding the canonical state's values;
+* ``export_state()`` -- the model's values as a canonical state (numpy, PyTorch layouts).
+
+Everything else (finding files, every format, validation, atomic writes) lives in :mod:`clip_core.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from clip_core import checkpoints
+from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from clip_core.weights import init_state, param_table
+
+#: The config class each architecture is built from.
+CONFIG_CLASSES = {
+    "clip": CLIPConfig, "image_classification": CLIPConfig,
+    "text": CLIPTextConfig, "text_projection": CLIPTextConfig,
+    "vision": CLIPVisionConfig, "vision_projection": CLIPVisionConfig,
+}
+
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+
+
+class PretrainedMixin:
+    """``from_pretrained`` / ``save_pretrained`` / random init for any backend, through the canonical state."""
+
+    arch: str = "clip"
+
+    @property
+    def config_class(self):
+        return CONFIG_CLASSES[self.arch]
+
+    @classmethod
+    def check_config(cls, config: Any):
+        """Return ``config`` if it is the config class this model is built from; raise ``TypeError`` otherwise."""
+        expected = CONFIG_CLASSES[cls.arch]
+        if isinstance(config, dict):
+            return expected.from_dict(config)
+        if not isinstance(config, expected):
+            raise TypeError(f"{cls.__name__} expects a {expected.__name__}, got {type(config).__name__}")
+        return config
+
+    @classmethod
+    def param_table(cls, config):
+        return param_table(config, cls.arch)
+
+    @classmethod
+    def random_state(cls, config, seed: int = 0) -> dict[str, np.ndarray]:
+        """A seeded random state following transformers' initialisation (identical in every backend)."""
+        return init_state(config, cls.arch, seed)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, config=None, dtype=None,
+                        **kwargs: Any):
+        """Load a model from a directory, a weight file or a Hub repo id, whatever the weight format.
+
+        ``model.safetensors`` (and sharded), ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack`` and
+        OpenAI / open_clip state dicts are all accepted. The text-only and vision-only classes also load from a
+        full CLIP checkpoint. ``dtype`` sets the parameter (and computation) dtype, e.g. ``"bfloat16"``.
+        """
+        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        if config is not None:
+            config = cls.check_config(config)
+        config, state = checkpoints.load_checkpoint(pretrained_model_name_or_path, arch=cls.arch, config=config,
+                                                    **hub)
+        return cls._from_state(config, state, dtype=dtype, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str | Sequence[str] = "safetensors", *,
+                        overwrite: bool = False, max_shard_size: int | str | None = None, **kwargs: Any) -> None:
+        """Write ``config.json`` and the weights, named as transformers names them, atomically.
+
+        ``format`` is ``"safetensors"`` (default), ``"pytorch"``, ``"tf"``, ``"flax"``, ``"all"`` or a list.
+        """
+        if "safe_serialization" in kwargs:  # transformers' spelling
+            format = "safetensors" if kwargs.pop("safe_serialization") else "pytorch"
+        if kwargs:
+            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+        checkpoints.save_checkpoint(save_directory, self.config, self.export_state(), formats=format,
+                                    arch=self.arch, overwrite=overwrite, max_shard_size=max_shard_size)
+
+    # hooks every backend implements
+    @classmethod
+    def _from_state(cls, config, state, dtype=None, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def export_state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+def check_text_inputs(config: CLIPTextConfig, shape: Sequence[int], id_range: tuple[int, int] | None = None,
+                      name: str = "input_ids") -> None:
+    """Check ``input_ids``' shape (and, when known, its smallest and largest id) against the text config."""
+    if len(shape) != 2:
+        raise ValueError(f"{name} must have shape (batch, sequence_length), found shape {tuple(shape)}")
+    if shape[1] > config.max_position_embeddings:
+        raise ValueError(f"{name} has sequence length {shape[1]} but the model has only "
+                         f"{config.max_position_embeddings} positions (max_position_embeddings)")
+    if id_range is not None:
+        low, high = id_range
+        if low < 0 or high >= config.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name} holds the id {bad}, outside the vocabulary [0, {config.vocab_size})")
+
+
+def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpolate_pos_encoding: bool = False,
+                        finite: bool | None = None, name: str = "pixel_values") -> None:
+    """Check ``pixel_values``' NCHW shape (and, when known, that it is finite) against the vision config."""
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have shape (batch, channels, height, width), found shape {tuple(shape)}")
+    if shape[1] != config.num_channels:
+        raise ValueError(f"{name} has {shape[1]} channels, expected {config.num_channels} "
+                         f"(pixel_values are NCHW; found shape {tuple(shape)})")
+    height, width = shape[2], shape[3]
+    if interpolate_pos_encoding:
+        if height < config.patch_size or width < config.patch_size:
+            raise ValueError(f"{name} of size {height}x{width} is smaller than one patch ({config.patch_size})")
+    elif (height, width) != (config.image_size, config.image_size):
+        raise ValueError(f"{name} has size {height}x{width}, but the model expects {config.image_size}x"
+                         f"{config.image_size}; pass interpolate_pos_encoding=True to use other sizes")
+    if finite is False:
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_batch_sizes(input_ids_shape, pixel_values_shape, return_loss: bool) -> None:
+    if return_loss and input_ids_shape[0] != pixel_values_shape[0]:
+        raise ValueError(f"return_loss=True needs as many texts as images, got {input_ids_shape[0]} texts and "
+                         f"{pixel_values_shape[0]} images")
+
+
+def pools_at_argmax(config: CLIPTextConfig) -> bool:
+    """Whether the text tower pools at ``argmax(input_ids)`` (legacy ``eos_token_id == 2``), not the first eos."""
+    return config.eos_token_id == 2
+
+
+__all__ = ["PretrainedMixin", "CONFIG_CLASSES", "check_text_inputs", "check_vision_inputs", "check_batch_sizes",
+           "bicubic_resize_matrix",
+           "pools_at_argmax"]
+
+
+def bicubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """The ``[out_size, in_size]`` matrix of PyTorch's bicubic resize (``align_corners=False``, A = -0.75).
+
+    ``interpolate_pos_encoding`` resizes the position grid as ``M_h @ grid @ M_w.T`` in every backend, so the three
+    agree with transformers' ``torch.nn.functional.interpolate(mode="bicubic")`` to float32 rounding, and the
+    matrices are constants that any compiler (XLA, TorchScript) folds in.
+    """
+    a = -0.75
+
+    def cubic(x):
+        x = abs(x)
+        if x <= 1:
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+        if x < 2:
+            return (((x - 5) * x + 8) * x - 4) * a
+        return 0.0
+
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    scale = in_size / out_size
+    for i in range(out_size):
+        src = (i + 0.5) * scale - 0.5
+        base = int(np.floor(src))
+        t = src - base
+        for offset in (-1, 0, 1, 2):
+            j = min(max(base + offset, 0), in_size - 1)
+            matrix[i, j] += cubic(offset - t)
+    return matrix.astype(np.float32)

@@ -1,0 +1,54 @@
+"""Shared test fixtures: where ../shared is, and the reference fixtures in it.
+
+Tests never download anything. ``../shared`` (or ``$TRICLIP_SHARED``) holds the reference fixtures; a test that needs
+it and cannot find it fails when ``CI`` is set and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests run against the checkout even when the package is not installed
+    sys.path.insert(0, str(ROOT))
+
+SHARED = Path(os.environ.get("TRICLIP_SHARED", ROOT.parent / "shared"))
+FIXTURES = SHARED / "fixtures"
+HF_FIXTURES = ("hf-tiny", "hf-tiny-legacy-eos")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ../shared; fails (in CI) or skips (elsewhere) when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        message = f"reference data missing: {path} (set TRICLIP_SHARED to the shared folder)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(params=HF_FIXTURES)
+def hf_fixture(request) -> Path:
+    """Each transformers-made tiny checkpoint folder in turn."""
+    return shared_path("fixtures", request.param)
+
+
+def single_format_dir(src: Path, weight_file: str, tmp_path: Path) -> Path:
+    """A folder holding ``config.json`` and only ``weight_file`` from ``src`` (symlinks, nothing copied)."""
+    out = tmp_path / f"{src.name}-{weight_file.split('.')[0]}"
+    out.mkdir()
+    for name in ("config.json", weight_file):
+        (out / name).symlink_to(src / name)
+    return out
+
+
+def load_expected(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "expected.npz") as data:
+        return {k: data[k] for k in data.files}
