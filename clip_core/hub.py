@@ -39,7 +39,7 @@ def resolve_file(path_or_repo: str | os.PathLike, filename: str, *, required: bo
         return None
     name = os.fspath(path_or_repo)
     if local.exists() or not _looks_like_repo_id(name):
-        raise FileNotFoundError(f"{name} is not a directory (nor a Hub repo id)")
+        raise FileNotFoundError(f"cannot load {filename}: {name} is not a directory (nor a Hub repo id)")
     try:
         import huggingface_hub
         from huggingface_hub.utils import EntryNotFoundError
