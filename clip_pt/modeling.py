@@ -1,0 +1,522 @@
+"""CLIP in PyTorch: the two towers, the contrastive head and the image classifier.
+
+Submodule and parameter names are transformers' own, so ``model.state_dict()`` is keyed by the canonical names of
+:mod:`clip_core.weights` and loading or exporting a state is a dtype-preserving ``numpy <-> torch`` view. Everything
+that is not tensor math (configs, checkpoint formats, input checks, initialisation) comes from :mod:`clip_core`.
+Attention runs through ``torch.nn.functional.scaled_dot_product_attention``; the explicit softmax formula is used
+only when ``output_attentions=True`` asks for the probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
+                                      check_vision_inputs)
+from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
+                               ImageClassifierOutput)
+
+
+# ---------------------------------------------------------------------------------------------- functions
+def activation(name: str):
+    """The activation function called ``name`` in a CLIP config."""
+    if name == "quick_gelu":
+        return lambda x: x * torch.sigmoid(1.702 * x)
+    if name == "gelu":
+        return lambda x: F.gelu(x)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    if name in ("silu", "swish"):
+        return F.silu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def attention_bias(attention_mask, seq_len: int, causal: bool, dtype):
+    """Additive attention bias ``[batch, 1, query, key]``: 0 where attending is allowed, the dtype's minimum where
+    the causal mask or the padding mask (``attention_mask == 0``) forbids it; ``None`` when there is neither."""
+    if attention_mask is None and not causal:
+        return None
+    device = attention_mask.device if attention_mask is not None else None
+    allowed = torch.ones(1, 1, seq_len, seq_len, dtype=torch.bool, device=device)
+    if causal:
+        allowed = torch.tril(allowed)
+    if attention_mask is not None:
+        allowed = allowed & (attention_mask[:, None, None, :] != 0)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
+def pool_text(last_hidden_state, input_ids, eos_token_id: int):
+    """Each row's state at its first ``eos_token_id`` (or at ``argmax(input_ids)`` for the legacy id 2)."""
+    ids = input_ids.to(torch.int32)
+    index = ids.argmax(dim=-1) if eos_token_id == 2 else (ids == eos_token_id).to(torch.int32).argmax(dim=-1)
+    return torch.take_along_dim(last_hidden_state, index[:, None, None], dim=1)[:, 0]
+
+
+def interpolate_pos_encoding(position_embedding, grid_h: int, grid_w: int):
+    """Position table ``[1 + g*g, d]`` -> ``[1 + grid_h*grid_w, d]``: the class row kept, the patch grid resized
+    bicubically (PyTorch's ``align_corners=False``) as ``M_h @ grid @ M_w.T``."""
+    side = math.isqrt(position_embedding.shape[0] - 1)
+    grid = position_embedding[1:].float().reshape(side, side, -1)
+    m_h = torch.from_numpy(bicubic_resize_matrix(side, grid_h)).to(grid.device)
+    m_w = torch.from_numpy(bicubic_resize_matrix(side, grid_w)).to(grid.device)
+    grid = torch.einsum("hi,ijd,wj->hwd", m_h, grid, m_w).reshape(grid_h * grid_w, -1)
+    return torch.cat([position_embedding[:1], grid.to(position_embedding.dtype)], dim=0)
+
+
+def normalize(x):
+    """``x`` divided by its L2 norm over the last axis."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def contrastive_loss(logits_per_text):
+    """CLIP's symmetric loss: the mean of the text->image and image->text cross-entropies, labels ``arange(n)``."""
+    labels = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    return (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels)) / 2
+
+
+def _concrete() -> bool:
+    """Whether tensor values can be inspected (not while tracing or compiling)."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+# ---------------------------------------------------------------------------------------------- internal modules
+class CLIPAttention(nn.Module):
+    """Multi-head self-attention with q/k/v/out projections."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // self.num_heads
+        self.dropout = config.attention_dropout
+        self.k_proj = nn.Linear(d, d)
+        self.v_proj = nn.Linear(d, d)
+        self.q_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, hidden_states, bias=None, output_attentions=False):
+        b, n, d = hidden_states.shape
+        q, k, v = (proj(hidden_states).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        scale = self.head_dim ** -0.5
+        dropout = self.dropout if self.training else 0.0
+        probs = None
+        if output_attentions:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+            if bias is not None:
+                scores = scores + bias
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            out = torch.matmul(F.dropout(probs, dropout, self.training), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d)), probs
+
+
+class CLIPMLP(nn.Module):
+    """The feed-forward block: fc1, activation, fc2."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.act = activation(config.hidden_act)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class CLIPEncoderLayer(nn.Module):
+    """A pre-LN transformer block: ``h += attn(ln1(h)); h += mlp(ln2(h))``."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.self_attn = CLIPAttention(config)
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = CLIPMLP(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states, bias=None, output_attentions=False):
+        attn, probs = self.self_attn(self.layer_norm1(hidden_states), bias, output_attentions)
+        hidden_states = hidden_states + attn
+        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        return hidden_states, probs
+
+
+class CLIPEncoder(nn.Module):
+    """A stack of encoder layers; serves both towers."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.layers = nn.ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False):
+        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``."""
+        states = [hidden_states] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            hidden_states, probs = layer(hidden_states, bias, output_attentions)
+            if output_hidden_states:
+                states.append(hidden_states)
+            if output_attentions:
+                attentions.append(probs)
+        return (hidden_states, tuple(states) if states is not None else None,
+                tuple(attentions) if attentions is not None else None)
+
+
+class CLIPTextEmbeddings(nn.Module):
+    """Token embeddings plus learned position embeddings."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def forward(self, input_ids, position_ids=None):
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+        return self.token_embedding(input_ids) + self.position_embedding(position_ids)
+
+
+class CLIPVisionEmbeddings(nn.Module):
+    """Bias-free patch convolution, a class token in front, learned position embeddings."""
+
+    def __init__(self, config):
+        super().__init__()
+        d, p = config.hidden_size, config.patch_size
+        self.grid = config.image_size // p
+        self.class_embedding = nn.Parameter(torch.empty(d))
+        self.patch_embedding = nn.Conv2d(config.num_channels, d, kernel_size=p, stride=p, bias=False)
+        self.position_embedding = nn.Embedding(self.grid ** 2 + 1, d)
+
+    def forward(self, pixel_values):
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))  # [b, d, gh, gw]
+        grid_h, grid_w = patches.shape[2:]
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(patches.shape[0], 1, -1)
+        positions = self.position_embedding.weight
+        if (grid_h, grid_w) != (self.grid, self.grid):
+            positions = interpolate_pos_encoding(positions, grid_h, grid_w)
+        return torch.cat([cls, patches], dim=1) + positions
+
+
+class CLIPTextTransformer(nn.Module):
+    """The text tower: embeddings, causal encoder, final layer norm, pooled at the end-of-text token."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embeddings = CLIPTextEmbeddings(config)
+        self.encoder = CLIPEncoder(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
+                output_hidden_states=False):
+        if input_ids is None:
+            raise ValueError("input_ids is required: you have to specify input_ids")
+        concrete = _concrete() and input_ids.numel() > 0
+        check_text_inputs(self.config, tuple(input_ids.shape),
+                          tuple(int(v) for v in torch.aminmax(input_ids)) if concrete else None)
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected the shape of "
+                             f"input_ids {tuple(input_ids.shape)}")
+        if position_ids is not None and concrete and position_ids.numel() > 0:
+            low, high = (int(v) for v in torch.aminmax(position_ids))
+            if low < 0 or high >= self.config.max_position_embeddings:
+                raise ValueError(f"position_ids must lie in [0, {self.config.max_position_embeddings}), "
+                                 f"found {low if low < 0 else high}")
+        hidden_states = self.embeddings(input_ids, position_ids)
+        bias = attention_bias(attention_mask, input_ids.shape[1], True, hidden_states.dtype)
+        last, states, attentions = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
+        last = self.final_layer_norm(last)
+        return BaseModelOutputWithPooling(last_hidden_state=last,
+                                          pooler_output=pool_text(last, input_ids, self.config.eos_token_id),
+                                          hidden_states=states, attentions=attentions)
+
+
+class CLIPVisionTransformer(nn.Module):
+    """The vision tower: patch embeddings, pre-LN, encoder; the class token, post-LN, is the pooled output."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embeddings = CLIPVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.encoder = CLIPEncoder(config)
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values, output_attentions=False, output_hidden_states=False,
+                interpolate_pos_encoding=False):
+        if pixel_values is None:
+            raise ValueError("pixel_values is required: you have to specify pixel_values")
+        finite = bool(torch.isfinite(pixel_values).all()) if _concrete() else None
+        check_vision_inputs(self.config, tuple(pixel_values.shape), interpolate_pos_encoding, finite)
+        hidden_states = self.pre_layrnorm(self.embeddings(pixel_values))
+        last, states, attentions = self.encoder(hidden_states, None, output_attentions, output_hidden_states)
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=self.post_layernorm(last[:, 0]),
+                                          hidden_states=states, attentions=attentions)
+
+
+# ---------------------------------------------------------------------------------------------- public models
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
+    """Base of every CLIP model: construction from a config, loading and saving through the canonical state.
+
+    ``Model(config, seed=None)`` builds the modules without allocating them (on the ``meta`` device) and fills them
+    from :meth:`random_state` (transformers' initialisation, identical in every backend for one seed; ``seed=None``
+    draws one from torch's global generator, so ``torch.manual_seed`` controls it). ``from_pretrained(path,
+    dtype=...)`` reads any checkpoint format, ``save_pretrained(dir, format=...)`` writes any.
+    """
+
+    arch = "clip"
+
+    def __init__(self, config, seed: int | None = None):
+        super().__init__()
+        self.config = self.check_config(config)
+        with torch.device("meta"):
+            self._build()
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, ()).item())
+        self._assign(self.random_state(self.config, seed))
+
+    def _build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ canonical state <-> parameters
+    @staticmethod
+    def _dtype(dtype, state=None):
+        """A ``torch.dtype`` from ``None`` (float32), a torch dtype, a name, or ``"auto"`` (the state's)."""
+        if dtype is None:
+            return torch.float32
+        if dtype == "auto":
+            kinds = {np.asarray(v).dtype.name for v in (state or {}).values()}
+            return _DTYPES[kinds.pop()] if len(kinds) == 1 and next(iter(kinds), "") in _DTYPES else torch.float32
+        if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
+            return _DTYPES[dtype.replace("torch.", "")]
+        if dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return dtype
+        raise ValueError(f"dtype must be float32, bfloat16 or float16 (a torch.dtype or its name), got {dtype!r}")
+
+    @staticmethod
+    def _tensor(array, dtype):
+        """A torch tensor of ``dtype`` sharing ``array``'s memory when the dtypes agree."""
+        array = np.asarray(array)
+        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (from JAX): same bits as torch's
+            tensor = torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
+        elif not array.flags.writeable:
+            tensor = torch.tensor(array)
+        else:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.to(dtype)
+
+    def _assign(self, state, dtype=None) -> None:
+        """Make ``state`` (a canonical numpy dict) the model's parameters, converted to ``dtype``."""
+        dtype = self._dtype(dtype, state)
+        self.load_state_dict({k: self._tensor(v, dtype) for k, v in state.items()}, strict=True, assign=True)
+
+    @classmethod
+    def _from_state(cls, config, state, dtype=None, torch_dtype=None, **kwargs):
+        """A model (in eval mode) holding ``state``; ``torch_dtype`` is accepted as transformers' alias of ``dtype``."""
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        if torch_dtype is not None:
+            if dtype is not None and dtype != torch_dtype:
+                raise ValueError("pass either dtype or torch_dtype, not both")
+            dtype = torch_dtype
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config = cls.check_config(config)
+        with torch.device("meta"):
+            model._build()
+        model._assign(state, dtype)
+        return model.eval()
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """The parameters as a canonical state: numpy, PyTorch layouts, on the CPU.
+
+        float32 and float16 models export their own dtype (float32 arrays are views of the CPU parameters, not
+        copies); bfloat16 models export float32 arrays, since numpy has no bfloat16.
+        """
+        out = {}
+        for name, tensor in self.state_dict().items():
+            tensor = tensor.detach().cpu()
+            out[name] = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+        return out
+
+    # ------------------------------------------------------------------ niceties
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The parameters' device."""
+        return next(self.parameters()).device
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The number of parameters (optionally only those requiring grad, or without the embedding tables)."""
+        skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if id(p) not in skip and (p.requires_grad or not only_trainable))
+
+
+class CLIPTextModel(CLIPPreTrainedModel):
+    """The text tower alone; ``pooler_output`` is the state at the end-of-text token."""
+
+    arch = "text"
+
+    def _build(self):
+        self.text_model = CLIPTextTransformer(self.config)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None):
+        """Encode ``input_ids`` ``[batch, seq]``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
+        out = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                              bool(output_hidden_states))
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CLIPTextModelWithProjection(CLIPPreTrainedModel):
+    """The text tower and its projection; ``text_embeds`` are projected, not normalised."""
+
+    arch = "text_projection"
+
+    def _build(self):
+        self.text_model = CLIPTextTransformer(self.config)
+        self.text_projection = nn.Linear(self.config.hidden_size, self.config.projection_dim, bias=False)
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None):
+        """Encode and project ``input_ids``; returns :class:`CLIPTextModelOutput` (or a tuple)."""
+        text = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                               bool(output_hidden_states))
+        out = CLIPTextModelOutput(text_embeds=self.text_projection(text.pooler_output),
+                                  last_hidden_state=text.last_hidden_state, hidden_states=text.hidden_states,
+                                  attentions=text.attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CLIPVisionModel(CLIPPreTrainedModel):
+    """The vision tower alone; ``pooler_output`` is the post-layer-normed class token."""
+
+    arch = "vision"
+
+    def _build(self):
+        self.vision_model = CLIPVisionTransformer(self.config)
+
+    def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None):
+        """Encode NCHW ``pixel_values``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
+        out = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
+                                interpolate_pos_encoding)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
+    """The vision tower and its projection; ``image_embeds`` are projected, not normalised."""
+
+    arch = "vision_projection"
+
+    def _build(self):
+        self.vision_model = CLIPVisionTransformer(self.config)
+        self.visual_projection = nn.Linear(self.config.hidden_size, self.config.projection_dim, bias=False)
+
+    def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None):
+        """Encode and project NCHW ``pixel_values``; returns :class:`CLIPVisionModelOutput` (or a tuple)."""
+        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
+                                   interpolate_pos_encoding)
+        out = CLIPVisionModelOutput(image_embeds=self.visual_projection(vision.pooler_output),
+                                    last_hidden_state=vision.last_hidden_state, hidden_states=vision.hidden_states,
+                                    attentions=vision.attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+
+class CLIPModel(CLIPPreTrainedModel):
+    """The contrastive model: two towers, two projections and a learned temperature."""
+
+    arch = "clip"
+
+    def _build(self):
+        text, vision = self.config.text_config, self.config.vision_config
+        self.text_model = CLIPTextTransformer(text)
+        self.vision_model = CLIPVisionTransformer(vision)
+        self.visual_projection = nn.Linear(vision.hidden_size, self.config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(text.hidden_size, self.config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.empty(()))
+
+    def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None):
+        """Projected, unnormalised text features ``[batch, projection_dim]``."""
+        return self.text_projection(self.text_model(input_ids, attention_mask, position_ids).pooler_output)
+
+    def get_image_features(self, pixel_values=None, interpolate_pos_encoding=False):
+        """Projected, unnormalised image features ``[batch, projection_dim]``."""
+        pooled = self.vision_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
+        return self.visual_projection(pooled)
+
+    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
+                output_attentions=None, output_hidden_states=None, interpolate_pos_encoding=False,
+                return_dict=None):
+        """Similarity logits between every text and every image; returns :class:`CLIPOutput` (or a tuple)."""
+        if input_ids is not None and pixel_values is not None:
+            check_batch_sizes(tuple(input_ids.shape), tuple(pixel_values.shape), bool(return_loss))
+        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
+                                   interpolate_pos_encoding)
+        text = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                               bool(output_hidden_states))
+        image_embeds = normalize(self.visual_projection(vision.pooler_output))
+        text_embeds = normalize(self.text_projection(text.pooler_output))
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
+        out = CLIPOutput(loss=contrastive_loss(logits_per_text) if return_loss else None,
+                         logits_per_image=logits_per_text.t(), logits_per_text=logits_per_text,
+                         text_embeds=text_embeds, image_embeds=image_embeds,
+                         text_model_output=text, vision_model_output=vision)
+        if return_dict is not False:
+            return out
+        return tuple(v.to_tuple() if isinstance(v, BaseModelOutputWithPooling) else v for v in out.to_tuple())
+
+
+class CLIPForImageClassification(CLIPPreTrainedModel):
+    """The vision tower with a linear classifier on the mean of the patch tokens' final states.
+
+    The number of classes is ``len(config.id2label)`` or ``config.num_labels`` (default 2), as in transformers.
+    """
+
+    arch = "image_classification"
+
+    def _build(self):
+        num_labels, hidden = self.param_table(self.config)["classifier.weight"].shape
+        self.num_labels = num_labels
+        self.vision_model = CLIPVisionTransformer(self.config.vision_config)
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+                interpolate_pos_encoding=False, return_dict=None):
+        """Class logits ``[batch, num_labels]``; with integer ``labels`` also the cross-entropy loss
+        (label -100 is ignored). Returns :class:`ImageClassifierOutput` (or a tuple)."""
+        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
+                                   interpolate_pos_encoding)
+        logits = self.classifier(vision.last_hidden_state[:, 1:].mean(dim=1))
+        loss = None
+        if labels is not None:
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                raise ValueError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+            loss = F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1).to(logits.device))
+        out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=vision.hidden_states,
+                                    attentions=vision.attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+
+__all__ = ["CLIPPreTrainedModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
+           "CLIPVisionModelWithProjection", "CLIPModel", "CLIPForImageClassification"]
