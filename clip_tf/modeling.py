@@ -1,0 +1,656 @@
+"""CLIP in TensorFlow: ``tf.Module`` and ``tf.Variable`` only (no Keras), compiled with XLA by default.
+
+The models hold one ``tf.Variable`` per canonical parameter (:mod:`clip_core.weights`), in TensorFlow layouts (Dense
+kernels ``[in, out]``, the patch convolution HWIO, ``logit_scale`` of shape ``(1,)``), created by iterating the
+parameter table. Calling a model checks its inputs eagerly, then runs an XLA-compiled function cached per input shape
+and flag combination (``model.jit_compile = False`` runs eagerly instead). Inside a caller's ``tf.function`` the model
+traces into the caller's graph. The API is transformers 4.57's ``TFCLIPModel`` and friends.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
+                                      check_vision_inputs)
+from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
+                               ImageClassifierOutput, ModelOutput)
+from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
+
+
+# ---------------------------------------------------------------------------------------------- functions
+def activation(name: str):
+    """The activation function called ``name`` in a config's ``hidden_act``."""
+    if name == "quick_gelu":
+        return lambda x: x * tf.sigmoid(1.702 * x)
+    if name == "gelu":
+        return lambda x: tf.nn.gelu(x, approximate=False)
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: tf.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return tf.nn.relu
+    if name in ("silu", "swish"):
+        return tf.nn.silu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def attention_bias(attention_mask, seq_len, causal: bool, dtype=tf.float32):
+    """Additive attention bias ``[batch, 1, query, key]``: 0 where attending is allowed, the dtype's minimum elsewhere.
+
+    Combines the causal mask (``causal=True``) with the padding mask (``attention_mask``, 1 = token, 0 = padding);
+    ``None`` when there is neither.
+    """
+    allowed = None
+    if causal:
+        positions = tf.range(seq_len)
+        allowed = (positions[:, None] >= positions[None, :])[None, None]
+    if attention_mask is not None:
+        padding = tf.cast(attention_mask, tf.bool)[:, None, None, :]
+        allowed = padding if allowed is None else tf.logical_and(allowed, padding)
+    if allowed is None:
+        return None
+    return tf.where(allowed, tf.zeros((), dtype), tf.constant(dtype.min, dtype))
+
+
+def pool_text(last_hidden_state, input_ids, eos_token_id: int):
+    """Each row's state at its first ``eos_token_id`` (legacy ``eos_token_id == 2``: at ``argmax(input_ids)``)."""
+    if eos_token_id == 2:
+        index = tf.argmax(input_ids, axis=-1, output_type=tf.int32)
+    else:
+        index = tf.argmax(tf.cast(tf.equal(input_ids, eos_token_id), tf.int32), axis=-1, output_type=tf.int32)
+    return tf.gather(last_hidden_state, index, batch_dims=1)
+
+
+def interpolate_pos_encoding(position_embedding, grid_h: int, grid_w: int):
+    """Position table for a ``grid_h x grid_w`` patch grid: the class row kept, the patch grid resized bicubically."""
+    num_positions, dim = position_embedding.shape[0] - 1, position_embedding.shape[1]
+    side = int(round(num_positions ** 0.5))
+    grid = tf.reshape(tf.cast(position_embedding[1:], tf.float32), (side, side, dim))
+    m_h = tf.constant(bicubic_resize_matrix(side, grid_h))
+    m_w = tf.constant(bicubic_resize_matrix(side, grid_w))
+    grid = tf.einsum("hi,ijd,wj->hwd", m_h, grid, m_w)
+    grid = tf.cast(tf.reshape(grid, (grid_h * grid_w, dim)), position_embedding.dtype)
+    return tf.concat([position_embedding[:1], grid], axis=0)
+
+
+def normalize(x):
+    """L2-normalise over the last axis (computed in float32)."""
+    x32 = tf.cast(x, tf.float32)
+    return tf.cast(x32 / tf.norm(x32, axis=-1, keepdims=True), x.dtype)
+
+
+def contrastive_loss(logits_per_text):
+    """CLIP's loss: the mean of the text->image and image->text cross-entropies with labels ``arange(n)``."""
+    logits = tf.cast(logits_per_text, tf.float32)
+    labels = tf.range(tf.shape(logits)[0])
+    text_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    image_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, tf.transpose(logits))
+    return (tf.reduce_mean(text_loss) + tf.reduce_mean(image_loss)) / 2.0
+
+
+# TensorFlow has no Dense / LayerNorm without Keras: these two read a module's variables by their canonical names.
+def _dense(x, params, name):
+    y = tf.matmul(x, params[f"{name}.weight"])
+    return y + params[f"{name}.bias"] if f"{name}.bias" in params else y
+
+
+def _layer_norm(x, params, name, eps):
+    x32 = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
+    y = (x32 - mean) * tf.math.rsqrt(variance + eps)
+    y = y * tf.cast(params[f"{name}.weight"], tf.float32) + tf.cast(params[f"{name}.bias"], tf.float32)
+    return tf.cast(y, x.dtype)
+
+
+def _scope(params: Mapping[str, tf.Variable], prefix: str) -> dict[str, tf.Variable]:
+    """The variables below ``prefix``, keyed by their names relative to it."""
+    start = len(prefix) + 1
+    return {name[start:]: var for name, var in params.items() if name.startswith(prefix + ".")}
+
+
+# ---------------------------------------------------------------------------------------------- internal modules
+class CLIPAttention(tf.Module):
+    """Multi-head self-attention, scaled by ``head_dim ** -0.5``; softmax in float32."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="self_attn")
+        self.params = _scope(params, prefix)
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.dropout = config.attention_dropout
+
+    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False):
+        batch = tf.shape(hidden_states)[0]
+
+        def heads(name):
+            return tf.reshape(_dense(hidden_states, self.params, name), (batch, -1, self.num_heads, self.head_dim))
+
+        query, key, value = heads("q_proj"), heads("k_proj"), heads("v_proj")
+        scores = tf.cast(tf.einsum("bqhd,bkhd->bhqk", query, key), tf.float32) * self.head_dim ** -0.5
+        if bias is not None:
+            scores = scores + bias
+        probs = tf.nn.softmax(scores, axis=-1)
+        dropped = tf.nn.dropout(probs, self.dropout) if training and self.dropout > 0 else probs
+        out = tf.einsum("bhqk,bkhd->bqhd", tf.cast(dropped, value.dtype), value)
+        out = tf.reshape(out, (batch, -1, self.num_heads * self.head_dim))
+        return _dense(out, self.params, "out_proj"), (probs if output_attentions else None)
+
+
+class CLIPMLP(tf.Module):
+    """``fc2(act(fc1(x)))``."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="mlp")
+        self.params = _scope(params, prefix)
+        self.act = activation(config.hidden_act)
+
+    def __call__(self, hidden_states):
+        return _dense(self.act(_dense(hidden_states, self.params, "fc1")), self.params, "fc2")
+
+
+class CLIPEncoderLayer(tf.Module):
+    """A pre-LN transformer block: ``h += attn(ln1(h)); h += mlp(ln2(h))``."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="layer")
+        self.params = _scope(params, prefix)
+        self.eps = config.layer_norm_eps
+        self.self_attn = CLIPAttention(config, params, f"{prefix}.self_attn")
+        self.mlp = CLIPMLP(config, params, f"{prefix}.mlp")
+
+    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False):
+        attn, probs = self.self_attn(_layer_norm(hidden_states, self.params, "layer_norm1", self.eps), bias,
+                                     output_attentions, training)
+        hidden_states = hidden_states + attn
+        hidden_states = hidden_states + self.mlp(_layer_norm(hidden_states, self.params, "layer_norm2", self.eps))
+        return hidden_states, probs
+
+
+class CLIPEncoder(tf.Module):
+    """The stack of blocks; collects every layer's input/output states and attention maps on request."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="encoder")
+        self.layers = [CLIPEncoderLayer(config, params, f"{prefix}.layers.{i}")
+                       for i in range(config.num_hidden_layers)]
+
+    def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
+                 training=False):
+        all_states, all_attentions = [hidden_states], []
+        for layer in self.layers:
+            hidden_states, probs = layer(hidden_states, bias, output_attentions, training)
+            all_states.append(hidden_states)
+            all_attentions.append(probs)
+        return (hidden_states, tuple(all_states) if output_hidden_states else None,
+                tuple(all_attentions) if output_attentions else None)
+
+
+class CLIPTextEmbeddings(tf.Module):
+    """Token embeddings plus position embeddings (``position_ids`` default to ``0..seq_len-1``)."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="embeddings")
+        self.params = _scope(params, prefix)
+
+    def __call__(self, input_ids, position_ids=None):
+        tokens = tf.gather(self.params["token_embedding.weight"], input_ids)
+        table = self.params["position_embedding.weight"]
+        if position_ids is None:
+            positions = table[None, :tf.shape(input_ids)[1]]
+        else:
+            positions = tf.gather(table, position_ids)
+        return tokens + positions
+
+
+class CLIPVisionEmbeddings(tf.Module):
+    """Bias-free patch convolution, class token prepended, position embeddings (resized for other grid sizes)."""
+
+    def __init__(self, config, params, prefix):
+        super().__init__(name="embeddings")
+        self.params = _scope(params, prefix)
+        self.patch_size = config.patch_size
+        self.grid = config.image_size // config.patch_size
+
+    def __call__(self, pixel_values):
+        kernel = self.params["patch_embedding.weight"]
+        height, width = pixel_values.shape[2], pixel_values.shape[3]
+        grid_h = self.grid if height is None else height // self.patch_size
+        grid_w = self.grid if width is None else width // self.patch_size
+        # NCHW -> NHWC: TensorFlow's CPU convolution is channels-last; VALID floors like PyTorch
+        pixels = tf.transpose(tf.cast(pixel_values, kernel.dtype), (0, 2, 3, 1))
+        patches = tf.nn.conv2d(pixels, kernel, strides=self.patch_size, padding="VALID")
+        batch, dim = tf.shape(patches)[0], kernel.shape[-1]
+        patches = tf.reshape(patches, (batch, grid_h * grid_w, dim))
+        class_token = tf.broadcast_to(self.params["class_embedding"], (batch, 1, dim))
+        positions = self.params["position_embedding.weight"]
+        if (grid_h, grid_w) != (self.grid, self.grid):
+            positions = interpolate_pos_encoding(positions, grid_h, grid_w)
+        return tf.concat([class_token, patches], axis=1) + positions[None]
+
+
+class CLIPTextTransformer(tf.Module):
+    """Text tower: embeddings, causal encoder, ``final_layer_norm``, pooled at the end-of-text token."""
+
+    def __init__(self, config, params, prefix="text_model"):
+        super().__init__(name="text_model")
+        self.params = _scope(params, prefix)
+        self.eps = config.layer_norm_eps
+        self.eos_token_id = config.eos_token_id
+        self.embeddings = CLIPTextEmbeddings(config, params, f"{prefix}.embeddings")
+        self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
+                 output_hidden_states=False, training=False):
+        hidden_states = self.embeddings(input_ids, position_ids)
+        bias = attention_bias(attention_mask, tf.shape(input_ids)[1], causal=True)
+        last, states, attentions = self.encoder(hidden_states, bias, output_attentions, output_hidden_states,
+                                                training)
+        last = _layer_norm(last, self.params, "final_layer_norm", self.eps)
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pool_text(last, input_ids,
+                                                                                          self.eos_token_id),
+                                          hidden_states=states, attentions=attentions)
+
+
+class CLIPVisionTransformer(tf.Module):
+    """Vision tower: patch embeddings, ``pre_layrnorm``, encoder, ``post_layernorm`` on the class token."""
+
+    def __init__(self, config, params, prefix="vision_model"):
+        super().__init__(name="vision_model")
+        self.params = _scope(params, prefix)
+        self.eps = config.layer_norm_eps
+        self.embeddings = CLIPVisionEmbeddings(config, params, f"{prefix}.embeddings")
+        self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
+
+    def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, training=False):
+        hidden_states = _layer_norm(self.embeddings(pixel_values), self.params, "pre_layrnorm", self.eps)
+        last, states, attentions = self.encoder(hidden_states, None, output_attentions, output_hidden_states,
+                                                training)
+        pooled = _layer_norm(last[:, 0], self.params, "post_layernorm", self.eps)
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled, hidden_states=states,
+                                          attentions=attentions)
+
+
+# ---------------------------------------------------------------------------------------------- public models
+_TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "labels")
+_INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
+
+
+def _parse_dtype(dtype) -> tf.DType:
+    if dtype is None:
+        return tf.float32
+    dtype = getattr(dtype, "name", dtype) if not isinstance(dtype, tf.DType) else dtype
+    try:
+        dtype = tf.as_dtype(dtype)
+    except TypeError:
+        raise ValueError(f"unsupported dtype {dtype!r}; expected float32, bfloat16, float16 or float64") from None
+    if not dtype.is_floating:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype.name}")
+    return dtype
+
+
+_SIGNATURES: dict = {}
+
+
+def _signature(method) -> inspect.Signature:
+    function = getattr(method, "__func__", method)
+    if function not in _SIGNATURES:
+        _SIGNATURES[function] = inspect.signature(method)
+    return _SIGNATURES[function]
+
+
+def _output_classes(out):
+    """The ModelOutput classes in a (nested) output, to rebuild it from the plain dicts a tf.function returns."""
+    if isinstance(out, ModelOutput):
+        return type(out), {key: _output_classes(value) for key, value in out.items()}
+    return None
+
+
+def _as_dicts(out):
+    if isinstance(out, ModelOutput):
+        return {key: _as_dicts(value) for key, value in out.items()}
+    return out
+
+
+def _rebuild(classes, out):
+    if classes is None:
+        return out
+    cls, fields = classes
+    return cls(**{key: _rebuild(fields[key], value) for key, value in out.items()})
+
+
+def _to_tuple(out):
+    """``return_dict=False``: tuples all the way down, as transformers returns them."""
+    if isinstance(out, ModelOutput):
+        return tuple(_to_tuple(value) for value in out.values())
+    return out
+
+
+class _Compiled:
+    """One XLA-compiled function for one (method, flags, input shapes and dtypes): traced once, never retraced.
+
+    A plain object, so that ``tf.saved_model.save`` and variable tracking ignore it.
+    """
+
+    def __init__(self, method, flags):
+        self.classes = None
+
+        def run(**tensors):
+            out = method(**tensors, **flags)
+            self.classes = _output_classes(out)
+            return _as_dicts(out)
+
+        self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
+
+    def __call__(self, tensors):
+        return _rebuild(self.classes, self.function(**tensors))
+
+
+class _CompiledCache:
+    """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track."""
+
+    def __init__(self):
+        self.functions: dict = {}
+
+
+class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
+    """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
+
+    ``TFCLIPModel(config, seed=0, dtype=None)`` builds a model with seeded random weights (transformers'
+    initialisation; identical in every backend for the same seed). ``from_pretrained(path, dtype=...)`` loads any
+    checkpoint format, ``save_pretrained(dir, format=...)`` writes any. Set ``model.jit_compile = False`` to run calls
+    eagerly instead of through the cached XLA functions.
+    """
+
+    arch = "clip"
+    #: the tensor inputs of the serving signature, with their dtypes
+    serving_inputs: dict[str, tf.DType] = {}
+
+    def __init__(self, config, seed: int = 0, dtype=None, *, _state: Mapping[str, np.ndarray] | None = None):
+        tf.Module.__init__(self)
+        self.config = self.check_config(config)
+        self.text_config, self.vision_config = tower_configs(self.config, self.arch)
+        state = self.random_state(self.config, seed) if _state is None else _state
+        compute_dtype = _parse_dtype(dtype)
+        self.table = self.param_table(self.config)
+        self.params = {
+            name: tf.Variable(tf.cast(to_framework_layout(np.asarray(state[name]), spec.kind, "tf"), compute_dtype),
+                              name=tf_name(spec)[:-2])
+            for name, spec in self.table.items()}
+        self.jit_compile = True
+        self._compiled = _CompiledCache()
+        self.build()
+
+    def build(self):  # pragma: no cover - abstract
+        """Create the towers and heads from ``self.params`` (each subclass)."""
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> tf.DType:
+        """The parameter (and computation) dtype."""
+        return next(iter(self.params.values())).dtype
+
+    @classmethod
+    def _from_state(cls, config, state, dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        return cls(config, dtype=dtype, _state=state)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """The model's values as a canonical state (numpy, PyTorch layouts, the model's dtype)."""
+        return {name: from_framework_layout(self.params[name].numpy(), spec.kind, "tf")
+                for name, spec in self.table.items()}
+
+    # -------------------------------------------------------------------------------- dispatch
+    def _dispatch(self, method, args, kwargs):
+        """Bind the arguments, check and convert the inputs, then run ``method`` compiled (cached) or directly."""
+        if len(args) == 1 and isinstance(args[0], Mapping):  # model({"input_ids": ..., ...}) as in Keras
+            kwargs, args = {**args[0], **kwargs}, ()
+        signature = _signature(method)
+        arguments = signature.bind(*args, **kwargs).arguments
+        tensors = {name: self._convert(name, arguments.pop(name))
+                   for name in _TENSOR_ARGS if arguments.get(name) is not None}
+        eager = tf.executing_eagerly()
+        self._check_inputs(tensors, arguments, eager, signature.parameters)
+        return_dict = arguments.pop("return_dict", None)
+        if eager and self.jit_compile:
+            key = (method.__name__, tuple(sorted(arguments.items())),
+                   tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
+            compiled = self._compiled.functions.get(key)
+            if compiled is None:
+                compiled = self._compiled.functions[key] = _Compiled(method, arguments)
+            out = compiled(tensors)
+        else:
+            out = method(**tensors, **arguments)
+        return _to_tuple(out) if return_dict is False else out
+
+    def _convert(self, name, value):
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            if name in _INT_ARGS:
+                return value if value.dtype == tf.int32 else tf.cast(value, tf.int32)
+            return value if value.dtype == self.dtype else tf.cast(value, self.dtype)
+        value = np.asarray(value)
+        if name in _INT_ARGS:
+            if value.size and (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"{name} holds values outside the int32 range")
+            return tf.constant(value.astype(np.int32, copy=False))
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {value.dtype}")
+        return tf.constant(value, dtype=self.dtype)
+
+    def _check_inputs(self, tensors, arguments, eager, parameters):
+        """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete."""
+        ids, pixels = tensors.get("input_ids"), tensors.get("pixel_values")
+        if "input_ids" in parameters:
+            if ids is None:
+                raise ValueError("You have to specify input_ids")
+            shape = [0 if d is None else d for d in ids.shape] if ids.shape.rank is not None else [0, 0]
+            id_range = None
+            if eager and ids.shape.num_elements():
+                values = ids.numpy()
+                id_range = (int(values.min()), int(values.max()))
+            check_text_inputs(self.text_config, shape, id_range)
+            for name in ("attention_mask", "position_ids"):
+                other = tensors.get(name)
+                if other is None:
+                    continue
+                if other.shape.rank != 2 or not (other.shape[-1] is None or ids.shape[-1] is None
+                                                 or other.shape[-1] == ids.shape[-1]):
+                    raise ValueError(f"{name} must have shape (batch, sequence_length) matching input_ids "
+                                     f"{tuple(ids.shape)}, found shape {tuple(other.shape)}")
+            positions = tensors.get("position_ids")
+            if eager and positions is not None and positions.shape.num_elements():
+                values = positions.numpy()
+                if values.min() < 0 or values.max() >= self.text_config.max_position_embeddings:
+                    raise ValueError(f"position_ids must lie in [0, {self.text_config.max_position_embeddings}), "
+                                     f"found values in [{values.min()}, {values.max()}]")
+        if "pixel_values" in parameters:
+            if pixels is None:
+                raise ValueError("You have to specify pixel_values")
+            interpolate = bool(arguments.get("interpolate_pos_encoding"))
+            if pixels.shape.rank is None:
+                raise ValueError("pixel_values must have a known rank (batch, channels, height, width)")
+            fill = (0, self.vision_config.num_channels, self.vision_config.image_size, self.vision_config.image_size)
+            shape = [f if d is None else d for d, f in zip(pixels.shape, fill)] if pixels.shape.rank == 4 \
+                else list(pixels.shape)
+            if interpolate and pixels.shape.rank == 4 and None in pixels.shape[2:]:
+                raise ValueError("interpolate_pos_encoding=True needs pixel_values with a known height and width")
+            finite = None
+            if eager and pixels.shape.num_elements():
+                values = pixels.numpy()
+                finite = bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+            check_vision_inputs(self.vision_config, shape, interpolate, finite)
+        if ids is not None and pixels is not None and ids.shape.rank and pixels.shape.rank \
+                and ids.shape[0] is not None and pixels.shape[0] is not None:
+            check_batch_sizes(ids.shape, pixels.shape, bool(arguments.get("return_loss")))
+        labels = tensors.get("labels")
+        if labels is not None and eager and labels.shape.num_elements():
+            values = labels.numpy()
+            num_labels = self.params["classifier.bias"].shape[0]
+            if values.min() < 0 or values.max() >= num_labels:
+                raise ValueError(f"labels must lie in [0, {num_labels}), found values in "
+                                 f"[{values.min()}, {values.max()}]")
+
+    def __call__(self, *args, **kwargs):
+        """Run :meth:`call` (see there) with checked inputs, XLA-compiled unless ``jit_compile`` is False."""
+        return self._dispatch(self.call, args, kwargs)
+
+    def serving(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The SavedModel serving function: the model's top-level output tensors for a dict of inputs."""
+        out = self.call(**inputs)
+        return {key: value for key, value in out.items() if isinstance(value, tf.Tensor)}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.serving_inputs:  # a default signature for tf.saved_model.save(model, path), as in transformers
+            signature = {name: tf.TensorSpec((None,) * (4 if name == "pixel_values" else 2), dtype, name=name)
+                         for name, dtype in cls.serving_inputs.items()}
+            cls.serving = tf.function(TFCLIPPreTrainedModel.serving, input_signature=[signature], autograph=False)
+
+
+class TFCLIPTextModel(TFCLIPPreTrainedModel):
+    """The text tower alone (``CLIPTextConfig``): ``last_hidden_state`` and the pooled end-of-text state."""
+
+    arch = "text"
+    serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32}
+
+    def build(self):
+        self.text_model = CLIPTextTransformer(self.config, self.params)
+
+    def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
+             output_hidden_states=None, return_dict=None, training=False):
+        """Encode ``input_ids`` ``[batch, seq]``; returns :class:`BaseModelOutputWithPooling`."""
+        return self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                               bool(output_hidden_states), training)
+
+
+class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
+    """The text tower and ``text_projection``: ``text_embeds`` (unnormalised) and the tower's states."""
+
+    arch = "text_projection"
+    serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32}
+
+    def build(self):
+        self.text_model = CLIPTextTransformer(self.config, self.params)
+
+    def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
+             output_hidden_states=None, return_dict=None, training=False):
+        """Encode ``input_ids``; returns :class:`CLIPTextModelOutput`."""
+        out = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                              bool(output_hidden_states), training)
+        return CLIPTextModelOutput(text_embeds=_dense(out.pooler_output, self.params, "text_projection"),
+                                   last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
+                                   attentions=out.attentions)
+
+
+class TFCLIPVisionModel(TFCLIPPreTrainedModel):
+    """The vision tower alone (``CLIPVisionConfig``): ``last_hidden_state`` and the post-layernormed class token."""
+
+    arch = "vision"
+    serving_inputs = {"pixel_values": tf.float32}
+
+    def build(self):
+        self.vision_model = CLIPVisionTransformer(self.config, self.params)
+
+    def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+             training=False, interpolate_pos_encoding=False):
+        """Encode NCHW ``pixel_values``; returns :class:`BaseModelOutputWithPooling`."""
+        return self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states), training)
+
+
+class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
+    """The vision tower and ``visual_projection``: ``image_embeds`` (unnormalised) and the tower's states."""
+
+    arch = "vision_projection"
+    serving_inputs = {"pixel_values": tf.float32}
+
+    def build(self):
+        self.vision_model = CLIPVisionTransformer(self.config, self.params)
+
+    def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+             training=False, interpolate_pos_encoding=False):
+        """Encode NCHW ``pixel_values``; returns :class:`CLIPVisionModelOutput`."""
+        out = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states), training)
+        return CLIPVisionModelOutput(image_embeds=_dense(out.pooler_output, self.params, "visual_projection"),
+                                     last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
+                                     attentions=out.attentions)
+
+
+class TFCLIPModel(TFCLIPPreTrainedModel):
+    """CLIP: two towers, two projections, and cosine-similarity logits scaled by ``exp(logit_scale)``."""
+
+    arch = "clip"
+    serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32, "pixel_values": tf.float32}
+
+    def build(self):
+        self.text_model = CLIPTextTransformer(self.config.text_config, self.params)
+        self.vision_model = CLIPVisionTransformer(self.config.vision_config, self.params)
+
+    def get_text_features(self, *args, **kwargs):
+        """Projected, unnormalised text features ``[batch, projection_dim]`` (arguments as :meth:`call`'s text
+        arguments: ``input_ids, attention_mask, position_ids, ...``)."""
+        return self._dispatch(self._text_features, args, kwargs)
+
+    def get_image_features(self, *args, **kwargs):
+        """Projected, unnormalised image features ``[batch, projection_dim]`` (arguments: ``pixel_values, ...,
+        interpolate_pos_encoding``)."""
+        return self._dispatch(self._image_features, args, kwargs)
+
+    def _text_features(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
+                       output_hidden_states=None, return_dict=None, training=False):
+        out = self.text_model(input_ids, attention_mask, position_ids, training=training)
+        return _dense(out.pooler_output, self.params, "text_projection")
+
+    def _image_features(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
+                        return_dict=None, training=False, interpolate_pos_encoding=False):
+        out = self.vision_model(pixel_values, training=training)
+        return _dense(out.pooler_output, self.params, "visual_projection")
+
+    def call(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
+             output_attentions=None, output_hidden_states=None, return_dict=None, training=False,
+             interpolate_pos_encoding=False):
+        """Encode texts and images; returns :class:`CLIPOutput` (``loss`` of shape (1,) when ``return_loss``)."""
+        vision_outputs = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
+                                           training)
+        text_outputs = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
+                                       bool(output_hidden_states), training)
+        image_embeds = normalize(_dense(vision_outputs.pooler_output, self.params, "visual_projection"))
+        text_embeds = normalize(_dense(text_outputs.pooler_output, self.params, "text_projection"))
+        logits_per_text = tf.matmul(text_embeds, image_embeds, transpose_b=True) * tf.exp(self.params["logit_scale"])
+        logits_per_image = tf.transpose(logits_per_text)
+        loss = tf.reshape(contrastive_loss(logits_per_text), (1,)) if return_loss else None
+        return CLIPOutput(loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_text,
+                          text_embeds=text_embeds, image_embeds=image_embeds, text_model_output=text_outputs,
+                          vision_model_output=vision_outputs)
+
+
+class TFCLIPForImageClassification(TFCLIPPreTrainedModel):
+    """The vision tower with a linear classifier on the mean of the patch tokens' final states."""
+
+    arch = "image_classification"
+    serving_inputs = {"pixel_values": tf.float32}
+
+    def build(self):
+        self.vision_model = CLIPVisionTransformer(self.config.vision_config, self.params)
+
+    def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
+             return_dict=None, training=False, interpolate_pos_encoding=False):
+        """Classify NCHW ``pixel_values``; with integer ``labels`` adds the cross-entropy ``loss`` (shape (1,))."""
+        out = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states), training)
+        logits = _dense(tf.reduce_mean(out.last_hidden_state[:, 1:], axis=1), self.params, "classifier")
+        loss = None
+        if labels is not None:
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.reshape(labels, (-1,)),
+                                                                  tf.cast(logits, tf.float32))
+            loss = tf.reshape(tf.reduce_mean(loss), (1,))
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                     attentions=out.attentions)
+
+
+__all__ = [
+    "TFCLIPPreTrainedModel", "TFCLIPTextModel", "TFCLIPTextModelWithProjection", "TFCLIPVisionModel",
+    "TFCLIPVisionModelWithProjection", "TFCLIPModel", "TFCLIPForImageClassification",
+]
