@@ -315,8 +315,8 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
             tensor = torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
         elif not array.flags.writeable:
             tensor = torch.tensor(array)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        else:  # 0-d arrays stay 0-d (np.ascontiguousarray would make them 1-d)
+            tensor = torch.from_numpy(array if array.flags.c_contiguous else np.ascontiguousarray(array))
         return tensor.to(dtype)
 
     def _assign(self, state, dtype=None) -> None:
