@@ -21,6 +21,13 @@ from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, ch
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
 
+# The outputs are pytree nodes, so torch.export / torch.compile can return them (as transformers' outputs are).
+for _cls in (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput):
+    torch.utils._pytree.register_pytree_node(
+        _cls, lambda out: (list(out.values()), list(out.keys())),
+        lambda values, keys, cls=_cls: cls(**dict(zip(keys, values))),
+        serialized_type_name=f"{_cls.__module__}.{_cls.__name__}")
+
 
 # ---------------------------------------------------------------------------------------------- functions
 def activation(name: str):
@@ -38,12 +45,12 @@ def activation(name: str):
     raise ValueError(f"unknown activation {name!r}")
 
 
-def attention_bias(attention_mask, seq_len: int, causal: bool, dtype):
+def attention_bias(attention_mask, seq_len: int, causal: bool, dtype, device=None):
     """Additive attention bias ``[batch, 1, query, key]``: 0 where attending is allowed, the dtype's minimum where
     the causal mask or the padding mask (``attention_mask == 0``) forbids it; ``None`` when there is neither."""
     if attention_mask is None and not causal:
         return None
-    device = attention_mask.device if attention_mask is not None else None
+    device = attention_mask.device if attention_mask is not None else device
     allowed = torch.ones(1, 1, seq_len, seq_len, dtype=torch.bool, device=device)
     if causal:
         allowed = torch.tril(allowed)
@@ -233,7 +240,7 @@ class CLIPTextTransformer(nn.Module):
                 raise ValueError(f"position_ids must lie in [0, {self.config.max_position_embeddings}), "
                                  f"found {low if low < 0 else high}")
         hidden_states = self.embeddings(input_ids, position_ids)
-        bias = attention_bias(attention_mask, input_ids.shape[1], True, hidden_states.dtype)
+        bias = attention_bias(attention_mask, input_ids.shape[1], True, hidden_states.dtype, hidden_states.device)
         last, states, attentions = self.encoder(hidden_states, bias, output_attentions, output_hidden_states)
         last = self.final_layer_norm(last)
         return BaseModelOutputWithPooling(last_hidden_state=last,
@@ -299,8 +306,8 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         if dtype is None:
             return torch.float32
         if dtype == "auto":
-            kinds = {np.asarray(v).dtype.name for v in (state or {}).values()}
-            return _DTYPES[kinds.pop()] if len(kinds) == 1 and next(iter(kinds), "") in _DTYPES else torch.float32
+            names = {np.asarray(v).dtype.name for v in (state or {}).values()}
+            return _DTYPES.get(names.pop() if len(names) == 1 else "float32", torch.float32)
         if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
             return _DTYPES[dtype.replace("torch.", "")]
         if dtype in (torch.float32, torch.float16, torch.bfloat16):

@@ -444,6 +444,23 @@ def test_dropout_only_in_training():
         assert torch.equal(model(x).last_hidden_state, model(x).last_hidden_state)
 
 
+def test_compiles_exports_and_trains():
+    """fullgraph torch.compile and torch.export (the pooling gather and the checks trace), and gradients flow."""
+    folder = shared_path("fixtures", "hf-tiny")
+    exp, x = _inputs(folder)
+    model = CLIPModel.from_pretrained(folder)
+    args = (x["input_ids"], x["pixel_values"], x["attention_mask"])
+    with torch.no_grad():
+        compiled = torch.compile(model, backend="eager", fullgraph=True)(*args)
+        exported = torch.export.export(model, args).module()(*args)
+    for out in (compiled, exported):
+        assert_close(out.text_embeds, exp["pt_text_embeds"], EMBED_TOL, "text_embeds")
+        assert_close(out.logits_per_image, exp["pt_logits_per_image"], STATE_TOL, "logits_per_image")
+    model.train()
+    model(*args, return_loss=True).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 # ============================================================================================ construction, state
 @pytest.mark.parametrize("arch", sorted(OURS))
 def test_state_dict_keys_are_the_canonical_names(arch):
@@ -494,6 +511,9 @@ def test_loading_shares_memory_with_the_state():
     exported = half.export_state()[name]
     assert exported.dtype == np.float32
     assert_close(exported, state[name], 1e-2, "bf16 round trip")
+    fp16 = {k: v.astype(np.float16) for k, v in state.items()}
+    assert CLIPModel._from_state(config, fp16, dtype="auto").dtype == torch.float16  # transformers' "auto"
+    assert CLIPModel._from_state(config, fp16).dtype == torch.float32  # default float32, as transformers
 
 
 def test_save_and_reload_round_trip(tmp_path):
