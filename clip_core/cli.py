@@ -140,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``triclip`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up chatter is not our output
     commands = {"conformance": cmd_conformance, "convert": cmd_convert, "bench": cmd_bench}
     try:
         return commands[args.command](args)

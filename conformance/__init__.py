@@ -85,8 +85,8 @@ def make_inputs(config: CLIPConfig, batch: int = 3, seed: int = 0) -> dict[str, 
 def _flatten(out) -> dict[str, np.ndarray]:
     text, vision = out["text_model_output"], out["vision_model_output"]
     result = {name: out[name] for name in ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds")}
-    if "loss" in out:
-        result["loss"] = out["loss"]
+    if "loss" in out:  # transformers' TF convention gives the loss shape (1,): compare it as a scalar
+        result["loss"] = np.reshape(np.asarray(out["loss"], dtype=np.float32), ())
     for prefix, tower in (("text", text), ("vision", vision)):
         result[f"{prefix}_last_hidden_state"] = tower["last_hidden_state"]
         result[f"{prefix}_pooler_output"] = tower["pooler_output"]
