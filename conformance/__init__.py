@@ -253,6 +253,9 @@ def run_conformance(*, config: CLIPConfig | None = None, state: Mapping[str, np.
     names = available_backends(backends or DEFAULT_BACKENDS)
     if not names:
         raise RuntimeError("no backend is installed: install triclip[torch], triclip[tf] or triclip[jax]")
+    if len(names) < 2 and fixture is None:
+        raise ValueError(f"nothing to compare: only the backend {names} is available; name two or more backends "
+                         "(pt, tf, flax, hf) or give a fixture with expected outputs")
     expected = None
     if fixture is not None:
         with np.load(Path(fixture) / "expected.npz") as data:

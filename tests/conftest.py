@@ -10,6 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+# transformers' TF classes (the reference oracle) need Keras 2; set before anything imports TensorFlow/transformers.
+# triclip itself never imports Keras.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import numpy as np
 import pytest
 
