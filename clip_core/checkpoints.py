@@ -929,7 +929,8 @@ def _read_source(source: _Source) -> tuple[dict[str, np.ndarray], CLIPConfig | N
         return dict(raw), None
     hparams_file = source.sibling("open_clip_config.json")
     hparams = json.loads(Path(hparams_file).read_text(encoding="utf-8")) if hparams_file else None
-    return openai.convert_openai_state(raw), openai.openai_config(raw, hparams)
+    config = openai.openai_config(raw, hparams)  # first: it explains unsupported models (ResNets) best
+    return openai.convert_openai_state(raw), config
 
 
 def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: dict):

@@ -363,7 +363,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                                                    strides=tuple(s * itemsize for s in stride), writeable=False)
             contiguous_whole = offset == 0 and int(np.prod(size)) == data.size and \
                 view.flags.c_contiguous and data.flags.writeable
-            array = data.reshape(size) if contiguous_whole else np.array(view)
+            array = data.reshape(size) if contiguous_whole else np.array(view, order="C")
         if storage.type.bf16:  # numpy has no bfloat16: widen exactly to float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array
