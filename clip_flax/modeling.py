@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -22,23 +22,10 @@ from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, ch
                                       check_vision_inputs)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
-from clip_core.weights import from_flax_tree, param_table, to_flax_tree, tower_configs
+from clip_core.weights import from_flax_tree, param_table, to_flax_tree
 
 
-
-def _unflatten_output(cls, keys, values):
-    out = cls()
-    for key, value in zip(keys, values):  # kept even when JAX passes placeholders such as None
-        OrderedDict.__setitem__(out, key, value)
-    return out
-
-
-for _cls in (ModelOutput, BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
-             CLIPVisionModelOutput, ImageClassifierOutput):  # outputs are pytrees: a jitted function may return them
-    jax.tree_util.register_pytree_node(_cls, lambda out: (tuple(out.values()), tuple(out.keys())),
-                                       functools.partial(_unflatten_output, _cls))
-
-
+# ---------------------------------------------------------------------------------------------- functions
 def activation(name: str):
     """The activation function called ``name`` in the config."""
     if name == "quick_gelu":
@@ -75,8 +62,6 @@ def interpolate_pos_encoding(position_embedding, grid_h: int, grid_w: int):
     """Position table ``[1 + n, d]`` for a ``grid_h x grid_w`` patch grid: the class row kept, the grid resized
     bicubically (as ``torch.nn.functional.interpolate(mode="bicubic", align_corners=False)``)."""
     side = int(round((position_embedding.shape[0] - 1) ** 0.5))
-    if (grid_h, grid_w) == (side, side):
-        return position_embedding
     grid = position_embedding[1:].reshape(side, side, -1)
     m_h, m_w = bicubic_resize_matrix(side, grid_h), bicubic_resize_matrix(side, grid_w)
     patches = jnp.einsum("hi,ijd,wj->hwd", m_h, grid, m_w).reshape(grid_h * grid_w, -1)
@@ -97,34 +82,30 @@ def contrastive_loss(logits_per_text):
 
 # ---------------------------------------------------------------------------------------------- internal modules
 class CLIPAttention(nn.Module):
-    """Multi-head self-attention; returns the output and the attention probabilities ``[b, heads, q, k]``."""
+    """Multi-head self-attention with q/k/v/out projections; returns the output and the probabilities."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states, bias, deterministic: bool = True):
+    def __call__(self, hidden_states, bias=None, deterministic: bool = True):
         cfg = self.config
-        batch, length, dim = hidden_states.shape
+        b, n, d = hidden_states.shape
         heads = cfg.num_attention_heads
-        head_dim = dim // heads
-        dense = functools.partial(nn.Dense, dim, dtype=self.dtype)
-
-        def split(x):
-            return x.reshape(batch, length, heads, head_dim)
-
-        q, k, v = (split(dense(name=f"{n}_proj")(hidden_states)) for n in "qkv")
+        head_dim = d // heads
+        q, k, v = (nn.Dense(d, dtype=self.dtype, name=f"{x}_proj")(hidden_states).reshape(b, n, heads, head_dim)
+                   for x in "qkv")
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
         if bias is not None:
             scores = scores + bias
         probs = jax.nn.softmax(scores, axis=-1)
         dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v).reshape(batch, length, dim)
-        return dense(name="out_proj")(context), probs
+        out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v).reshape(b, n, d)
+        return nn.Dense(d, dtype=self.dtype, name="out_proj")(out), probs
 
 
 class CLIPMLP(nn.Module):
-    """The feed-forward block: ``fc2(act(fc1(x)))``."""
+    """The feed-forward block: fc1, activation, fc2."""
 
     config: Any
     dtype: Any = jnp.float32
@@ -132,200 +113,229 @@ class CLIPMLP(nn.Module):
     @nn.compact
     def __call__(self, hidden_states):
         cfg = self.config
-        hidden_states = nn.Dense(cfg.intermediate_size, dtype=self.dtype, name="fc1")(hidden_states)
-        hidden_states = activation(cfg.hidden_act)(hidden_states)
+        hidden_states = activation(cfg.hidden_act)(nn.Dense(cfg.intermediate_size, dtype=self.dtype,
+                                                            name="fc1")(hidden_states))
         return nn.Dense(cfg.hidden_size, dtype=self.dtype, name="fc2")(hidden_states)
 
 
 class CLIPEncoderLayer(nn.Module):
-    """A pre-LN transformer block; returns the new states and the attention probabilities."""
+    """A pre-LN transformer block: ``h += attn(ln1(h)); h += mlp(ln2(h))``."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states, bias, deterministic: bool = True):
+    def __call__(self, hidden_states, bias=None, deterministic: bool = True):
         norm = functools.partial(nn.LayerNorm, epsilon=self.config.layer_norm_eps, dtype=self.dtype)
-        attended, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(
-            norm(name="layer_norm1")(hidden_states), bias, deterministic)
-        hidden_states = hidden_states + attended
+        attn, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(norm(name="layer_norm1")(hidden_states),
+                                                                               bias, deterministic)
+        hidden_states = hidden_states + attn
         hidden_states = hidden_states + CLIPMLP(self.config, self.dtype, name="mlp")(
             norm(name="layer_norm2")(hidden_states))
         return hidden_states, probs
 
 
 class CLIPEncoder(nn.Module):
-    """The stack of encoder layers, shared by both towers; parameters under ``layers/<i>/`` as in transformers."""
+    """A stack of encoder layers; serves both towers. Parameters under ``layers/<i>/``, as in transformers."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states, bias, deterministic: bool = True, output_attentions: bool = False,
-                 output_hidden_states: bool = False):
-        layers = self.scope.push("layers", reuse=True)  # transformers' tree: encoder/layers/0/...
-        all_states, all_probs = (hidden_states,), ()
+    def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
+                 deterministic: bool = True):
+        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``."""
+        layers = self.scope.push("layers", reuse=True)  # a ModuleList's place in the tree: encoder/layers/0/...
+        states, attentions = (hidden_states,), ()
         for i in range(self.config.num_hidden_layers):
             layer = CLIPEncoderLayer(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
             hidden_states, probs = layer(hidden_states, bias, deterministic)
-            all_states, all_probs = all_states + (hidden_states,), all_probs + (probs,)
-        return BaseModelOutput(last_hidden_state=hidden_states,
-                               hidden_states=all_states if output_hidden_states else None,
-                               attentions=all_probs if output_attentions else None)
+            states, attentions = states + (hidden_states,), attentions + (probs,)
+        return (hidden_states, states if output_hidden_states else None,
+                attentions if output_attentions else None)
 
 
 class CLIPTextEmbeddings(nn.Module):
-    """Token embeddings plus position embeddings."""
+    """Token embeddings plus learned position embeddings."""
 
     config: Any
 
     @nn.compact
-    def __call__(self, input_ids, position_ids):
+    def __call__(self, input_ids, position_ids=None):
         cfg = self.config
-        tokens = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="token_embedding")(input_ids)
-        return tokens + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, name="position_embedding")(position_ids)
+        if position_ids is None:
+            position_ids = jnp.arange(input_ids.shape[1])[None]
+        return (nn.Embed(cfg.vocab_size, cfg.hidden_size, name="token_embedding")(input_ids)
+                + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, name="position_embedding")(position_ids))
 
 
 class CLIPVisionEmbeddings(nn.Module):
-    """Patch embeddings (a bias-free strided convolution on NCHW pixels), class token, position embeddings."""
+    """Bias-free patch convolution, a class token in front, learned position embeddings."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, pixel_values, interpolate: bool = False):
+    def __call__(self, pixel_values):
         cfg = self.config
-        dim, patch = cfg.hidden_size, cfg.patch_size
-        patches = nn.Conv(dim, (patch, patch), strides=(patch, patch), padding="VALID", use_bias=False,
-                          dtype=self.dtype, name="patch_embedding")(jnp.transpose(pixel_values, (0, 2, 3, 1)))
-        batch, grid_h, grid_w, _ = patches.shape
-        class_embedding = self.param("class_embedding", nn.initializers.zeros, (dim,))
-        num_positions = cfg.num_patches + 1
-        positions = nn.Embed(num_positions, dim, name="position_embedding")(jnp.arange(num_positions))
-        if interpolate:
+        d, p = cfg.hidden_size, cfg.patch_size
+        grid = cfg.image_size // p
+        class_embedding = self.param("class_embedding", nn.initializers.zeros, (d,))
+        patches = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
+                          name="patch_embedding")(jnp.transpose(pixel_values, (0, 2, 3, 1)))  # [b, gh, gw, d]
+        b, grid_h, grid_w, _ = patches.shape
+        patches = patches.reshape(b, grid_h * grid_w, d)
+        cls = jnp.broadcast_to(class_embedding, (b, 1, d))
+        positions = nn.Embed(grid ** 2 + 1, d, name="position_embedding").embedding
+        if (grid_h, grid_w) != (grid, grid):
             positions = interpolate_pos_encoding(positions, grid_h, grid_w)
-        class_tokens = jnp.broadcast_to(class_embedding, (batch, 1, dim))
-        return jnp.concatenate([class_tokens, patches.reshape(batch, grid_h * grid_w, dim)], axis=1) + positions
+        return jnp.concatenate([cls, patches], axis=1) + positions
 
 
 class CLIPTextTransformer(nn.Module):
-    """The text tower: embeddings, causal encoder, final layer norm, pooling at the end-of-text token."""
+    """The text tower: embeddings, causal encoder, final layer norm, pooled at the end-of-text token."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-                 output_attentions: bool = False, output_hidden_states: bool = False):
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
+                 output_hidden_states=False, deterministic: bool = True):
         cfg = self.config
-        seq_len = input_ids.shape[1]
-        if position_ids is None:
-            position_ids = jnp.arange(seq_len)[None]
         hidden_states = CLIPTextEmbeddings(cfg, name="embeddings")(input_ids, position_ids)
-        bias = attention_bias(attention_mask, seq_len, causal=True, dtype=jnp.float32)
-        encoded = CLIPEncoder(cfg, self.dtype, name="encoder")(hidden_states, bias, deterministic, output_attentions,
-                                                               output_hidden_states)
-        last = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype,
-                            name="final_layer_norm")(encoded.last_hidden_state)
+        bias = attention_bias(attention_mask, input_ids.shape[1], True, jnp.float32)
+        last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
+            hidden_states, bias, output_attentions, output_hidden_states, deterministic)
+        last = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(last)
         return BaseModelOutputWithPooling(last_hidden_state=last,
                                           pooler_output=pool_text(last, input_ids, cfg.eos_token_id),
-                                          hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+                                          hidden_states=states, attentions=attentions)
 
 
 class CLIPVisionTransformer(nn.Module):
-    """The vision tower: embeddings, ``pre_layrnorm``, encoder, ``post_layernorm`` on the class token."""
+    """The vision tower: patch embeddings, pre-LN, encoder; the class token, post-LN, is the pooled output."""
 
     config: Any
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, pixel_values, deterministic: bool = True, output_attentions: bool = False,
-                 output_hidden_states: bool = False, interpolate_pos_encoding: bool = False):
+    def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False,
+                 deterministic: bool = True):
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=self.dtype)
-        hidden_states = CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values,
-                                                                                interpolate_pos_encoding)
-        hidden_states = norm(name="pre_layrnorm")(hidden_states)
-        encoded = CLIPEncoder(cfg, self.dtype, name="encoder")(hidden_states, None, deterministic, output_attentions,
-                                                               output_hidden_states)
-        last = encoded.last_hidden_state
+        hidden_states = norm(name="pre_layrnorm")(CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values))
+        last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
+            hidden_states, None, output_attentions, output_hidden_states, deterministic)
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=norm(name="post_layernorm")(last[:, 0]),
-                                          hidden_states=encoded.hidden_states, attentions=encoded.attentions)
+                                          hidden_states=states, attentions=attentions)
 
 
 class CLIPModule(nn.Module):
-    """The Flax module behind a public model: the towers and heads of its architecture, named as transformers names
-    them (``text_model``, ``vision_model``, ``text_projection``, ``visual_projection``, ``logit_scale``,
-    ``classifier``). The public class's ``_forward`` says how they combine."""
+    """The Flax module of a public model: what its ``_build`` creates (towers and heads, named as in transformers,
+    so its parameters are transformers' tree); its ``_forward`` (or another method) runs it via ``apply``."""
 
     config: Any
-    arch: str
+    build: Callable
     dtype: Any = jnp.float32
 
     def setup(self):
-        text, vision = tower_configs(self.config, self.arch)
-        table = param_table(self.config, self.arch)  # sizes of the heads, as the checkpoints have them
-        if text is not None:
-            self.text_model = CLIPTextTransformer(text, self.dtype)
-        if vision is not None:
-            self.vision_model = CLIPVisionTransformer(vision, self.dtype)
-        if "text_projection.weight" in table:
-            self.text_projection = nn.Dense(table["text_projection.weight"].shape[0], use_bias=False, dtype=self.dtype)
-        if "visual_projection.weight" in table:
-            self.visual_projection = nn.Dense(table["visual_projection.weight"].shape[0], use_bias=False,
-                                              dtype=self.dtype)
-        if "logit_scale" in table:
-            self.logit_scale = self.param("logit_scale", nn.initializers.zeros, ())
-        if "classifier.weight" in table:
-            self.classifier = nn.Dense(table["classifier.weight"].shape[0], dtype=self.dtype)
-
-    def __call__(self, *args, **kwargs):
-        raise TypeError("call the public model (or module.apply(..., method=Model._forward)), not CLIPModule")
+        self.build(self)
 
 
 # ---------------------------------------------------------------------------------------------- public models
-def _is_traced(x) -> bool:
+def _traced(x) -> bool:
+    """Whether ``x`` is abstract (inside ``jax.jit`` and friends), so its values cannot be inspected."""
     return isinstance(x, jax.core.Tracer)
 
 
-def _value_range(x):
-    """``(min, max)`` of a concrete array (numpy or JAX), ``None`` while tracing."""
-    if _is_traced(x):
+def _concrete(x):
+    """``x`` as an array whose values can be read (numpy, or a JAX array left where it is), or ``None``."""
+    if x is None or _traced(x):
         return None
-    xp = jnp if isinstance(x, jax.Array) else np
-    return int(xp.min(x)), int(xp.max(x))
+    return x if isinstance(x, jax.Array) else np.asarray(x)
 
 
-def _to_tuple(output):
-    return tuple(_to_tuple(v) if isinstance(v, ModelOutput) else v for v in output.to_tuple())
+def _unflatten_output(cls, keys, values):
+    """Rebuild an output from its pytree leaves."""
+    out = cls()
+    for key, value in zip(keys, values):  # kept even when JAX passes placeholders such as None
+        OrderedDict.__setitem__(out, key, value)
+    return out
+
+
+for _cls in (ModelOutput, BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
+             CLIPVisionModelOutput, ImageClassifierOutput):  # outputs are pytrees: a jitted function may return them
+    jax.tree_util.register_pytree_node(_cls, lambda out: (tuple(out.values()), tuple(out.keys())),
+                                       functools.partial(_unflatten_output, _cls))
+
+
+def _to_tuple(out):
+    """``return_dict=False``: tuples all the way down, as transformers returns them."""
+    if isinstance(out, ModelOutput):
+        return tuple(_to_tuple(value) for value in out.values())
+    return out
+
+
+class _CompiledApply:
+    """The jitted ``module.apply`` of one (model class, config, dtype), shared by every model built alike: XLA
+    compiles once per input shapes and flags, whichever instance calls. ``traces`` counts the traces."""
+
+    _cache: OrderedDict = OrderedDict()
+    _max_entries = 32
+
+    def __init__(self, cls, config, dtype):
+        self.module = CLIPModule(config, cls._build, dtype=dtype)
+        self.traces = 0
+        self.function = jax.jit(self._apply, static_argnames=("method", "flags"))
+
+    def _apply(self, params, inputs, dropout_rng, *, method, flags):
+        self.traces += 1  # a Python side effect: runs only while tracing
+        rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+        return self.module.apply({"params": params}, **inputs, **dict(flags), method=method, rngs=rngs)
+
+    @classmethod
+    def get(cls, model_cls, config, dtype) -> "_CompiledApply":
+        key = (model_cls, config.to_json_string(), dtype.name)
+        if key not in cls._cache:
+            cls._cache[key] = cls(model_cls, config, dtype)
+            if len(cls._cache) > cls._max_entries:
+                cls._cache.popitem(last=False)
+        cls._cache.move_to_end(key)
+        return cls._cache[key]
 
 
 class FlaxCLIPPreTrainedModel(PretrainedMixin):
-    """Base class: ``config``, ``module``, ``params`` (a nested dict kept outside the module), ``dtype`` (the
-    computation dtype), loading and saving in every format, and the cached jitted apply behind every call."""
+    """Base of the Flax CLIP models: ``config``, ``module``, ``params`` (kept outside the module, transformers'
+    tree), ``dtype`` (the computation dtype), loading and saving in every format, and one cached jitted apply.
+
+    ``Model(config, seed=0, dtype=jnp.float32)`` holds the seeded random init of :meth:`random_state` (transformers'
+    initialisation, identical in every backend for one seed). ``from_pretrained(path, dtype=...)`` reads any
+    checkpoint format, ``save_pretrained(dir, format=...)`` writes any.
+    """
 
     arch = "clip"
 
     def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True,
                  param_dtype=jnp.float32):
-        """A model whose parameters are the seeded random init of ``clip_core`` (identical in every backend).
-
-        ``input_shape`` is accepted for compatibility and ignored (shapes come from the config). With
-        ``_do_init=False`` no parameters are made: pass ``params=`` to every call or set ``model.params``.
-        """
+        """``input_shape`` is accepted for compatibility and ignored (shapes come from the config). With
+        ``_do_init=False`` no parameters are made: pass ``params=`` to each call or set ``model.params``."""
         self.config = self.check_config(config)
         self.dtype = jnp.dtype(dtype)
-        self.module = CLIPModule(self.config, self.arch, dtype=self.dtype)
+        self._compiled = _CompiledApply.get(type(self), self.config, self.dtype)
+        self.module = self._compiled.module
         self._params = None
-        self._num_traces = 0  # how many times the jitted apply was traced (tests check it stays put)
-        self._jit_apply = jax.jit(self._apply, static_argnames=("method", "flags"))
         if _do_init:
-            self.params = self._tree(self.random_state(self.config, seed), param_dtype)
+            self._params = self._tree(self.random_state(self.config, seed), param_dtype)
 
-    # ------------------------------------------------------------------ parameters
+    @staticmethod
+    def _build(module) -> None:  # pragma: no cover - abstract
+        """Create the towers and heads on ``module`` (a :class:`CLIPModule` in ``setup``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ canonical state <-> parameters
     @property
     def params(self):
-        """The parameters: transformers' Flax tree (``text_model/encoder/layers/0/self_attn/q_proj/kernel`` ...)."""
+        """The parameters: a nested dict, transformers' tree (``text_model/encoder/layers/0/self_attn/...``)."""
         if self._params is None:
             raise ValueError("this model was made with _do_init=False: pass params= or set model.params")
         return self._params
@@ -335,17 +345,18 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         self._params = params
 
     def _tree(self, state, param_dtype=jnp.float32):
+        """The parameter tree of a canonical state, as JAX arrays of ``param_dtype``."""
         tree = to_flax_tree(state, self.param_table(self.config))
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=param_dtype), tree)
 
     @classmethod
     def _from_state(cls, config, state, dtype=None, param_dtype=jnp.float32, _do_init: bool = True, **kwargs):
-        """A model holding ``state``; ``dtype`` is the computation dtype, ``param_dtype`` the parameters' dtype.
-        With ``_do_init=False`` returns ``(model, params)`` as transformers does."""
-        for key in ("from_pt", "from_tf", "from_flax"):  # transformers' spellings; every format loads anyway
+        """A model holding ``state``: ``dtype`` is the computation dtype, ``param_dtype`` the parameters' (float32
+        by default, as in transformers). With ``_do_init=False`` returns ``(model, params)``, as transformers does."""
+        for key in ("from_pt", "from_tf", "from_flax"):  # transformers' spellings: every format loads anyway
             kwargs.pop(key, None)
         if kwargs:
-            raise TypeError(f"from_pretrained got unexpected arguments {sorted(kwargs)}")
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
         model = cls(config, dtype=jnp.float32 if dtype is None else dtype, _do_init=False)
         params = model._tree(state, param_dtype)
         if not _do_init:
@@ -354,253 +365,284 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         return model
 
     def export_state(self, params=None) -> dict[str, np.ndarray]:
-        """The parameters (``params`` or ``self.params``) as a canonical state: numpy, PyTorch names and layouts."""
+        """``params`` (default ``self.params``) as a canonical state: numpy, PyTorch names and layouts."""
         tree = jax.device_get(self.params if params is None else params)
         return from_flax_tree(tree, self.param_table(self.config))
 
     def save_pretrained(self, save_directory, format="safetensors", *, params=None, **kwargs) -> None:
-        """Write ``config.json`` and the weights (see :meth:`PretrainedMixin.save_pretrained`); ``params=`` saves
+        """Write ``config.json`` and the weights in ``format`` (see :class:`PretrainedMixin`); ``params=`` saves
         those parameters instead of ``self.params``, as in transformers."""
-        if params is None:
-            return super().save_pretrained(save_directory, format=format, **kwargs)
-        own, self._params = self._params, params
+        own = self._params
+        self._params = own if params is None else params
         try:
             super().save_pretrained(save_directory, format=format, **kwargs)
         finally:
             self._params = own
 
     def _cast(self, params, dtype):
-        return jax.tree_util.tree_map(
-            lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-            self.params if params is None else params)
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self.params if params is None else params)
 
     def to_bf16(self, params=None):
-        """``params`` (default ``self.params``) cast to bfloat16 (returns a new tree)."""
+        """``params`` (default ``self.params``) cast to bfloat16, as a new tree."""
         return self._cast(params, jnp.bfloat16)
 
     def to_fp16(self, params=None):
-        """``params`` (default ``self.params``) cast to float16 (returns a new tree)."""
+        """``params`` (default ``self.params``) cast to float16, as a new tree."""
         return self._cast(params, jnp.float16)
 
     def to_fp32(self, params=None):
-        """``params`` (default ``self.params``) cast to float32 (returns a new tree)."""
+        """``params`` (default ``self.params``) cast to float32, as a new tree."""
         return self._cast(params, jnp.float32)
 
     # ------------------------------------------------------------------ inputs and the jitted apply
     def _flag(self, value, name: str) -> bool:
-        default = {"return_dict": True}.get(name, False)
-        return bool(getattr(self.config, name, default) if value is None else value)
+        """An output flag: the argument, else the config's value (transformers' rule), else False."""
+        return bool(getattr(self.config, name, False) if value is None else value)
 
-    def _text_inputs(self, config, input_ids, attention_mask, position_ids) -> dict:
-        input_ids = input_ids if _is_traced(input_ids) or isinstance(input_ids, jax.Array) else np.asarray(input_ids)
-        check_text_inputs(config, np.shape(input_ids), _value_range(input_ids))
+    @staticmethod
+    def _text_inputs(config, input_ids, attention_mask=None, position_ids=None) -> dict:
+        """Checked text inputs as int32 arrays (value checks only when the values are concrete)."""
+        if input_ids is None:
+            raise ValueError("input_ids is required: you have to specify input_ids")
+        ids = _concrete(input_ids)
+        check_text_inputs(config, np.shape(input_ids),
+                          (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None)
         if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
-            raise ValueError(f"attention_mask must have the shape of input_ids {np.shape(input_ids)}, "
-                             f"found {np.shape(attention_mask)}")
+            raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
+                             f"input_ids {np.shape(input_ids)}")
         if position_ids is not None:
-            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != np.shape(input_ids)[1] or \
-                    np.shape(position_ids)[0] not in (1, np.shape(input_ids)[0]):
-                raise ValueError(f"position_ids must have shape (batch or 1, {np.shape(input_ids)[1]}), "
-                                 f"found {np.shape(position_ids)}")
-            span = _value_range(position_ids)
-            if span is not None and (span[0] < 0 or span[1] >= config.max_position_embeddings):
-                raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
-                                 f"found values in [{span[0]}, {span[1]}]")
-        as_ids = functools.partial(jnp.asarray, dtype=jnp.int32)
-        return dict(input_ids=as_ids(input_ids),
-                    attention_mask=None if attention_mask is None else as_ids(attention_mask),
-                    position_ids=None if position_ids is None else as_ids(position_ids))
+            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != np.shape(input_ids)[1]:
+                raise ValueError(f"position_ids must have shape (batch, {np.shape(input_ids)[1]}) matching "
+                                 f"input_ids, found shape {np.shape(position_ids)}")
+            positions = _concrete(position_ids)
+            if positions is not None and positions.size:
+                low, high = int(positions.min()), int(positions.max())
+                if low < 0 or high >= config.max_position_embeddings:
+                    raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
+                                     f"found {low if low < 0 else high}")
+        as_int = functools.partial(jnp.asarray, dtype=jnp.int32)
+        return dict(input_ids=as_int(input_ids),
+                    attention_mask=None if attention_mask is None else as_int(attention_mask),
+                    position_ids=None if position_ids is None else as_int(position_ids))
 
-    def _vision_inputs(self, config, pixel_values, interpolate_pos_encoding) -> dict:
+    @staticmethod
+    def _vision_inputs(config, pixel_values, interpolate_pos_encoding=False) -> dict:
+        """Checked NCHW pixels as a float32 array (finiteness checked only when the values are concrete)."""
         if pixel_values is None:
-            raise ValueError("pixel_values is required")
-        finite = None
-        if not _is_traced(pixel_values):
-            xp = jnp if isinstance(pixel_values, jax.Array) else np
-            pixel_values = pixel_values if xp is jnp else np.asarray(pixel_values)
-            finite = bool(xp.isfinite(pixel_values).all())
+            raise ValueError("pixel_values is required: you have to specify pixel_values")
+        pixels = _concrete(pixel_values)
+        finite = bool(jnp.isfinite(pixels).all() if isinstance(pixels, jax.Array) else np.isfinite(pixels).all()) \
+            if pixels is not None else None
         check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding), finite)
         return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
 
-    def _apply(self, params, inputs, dropout_rng, *, method, flags):
-        self._num_traces += 1  # runs only while tracing
-        rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
-        return self.module.apply({"params": params}, **inputs, **dict(flags), method=method, rngs=rngs)
-
-    def _run(self, method, inputs: dict, params, dropout_rng, train: bool, return_dict: bool = True, **flags):
-        """Apply ``method`` (a ``_forward``-like function of the module) through the cached jitted apply."""
-        flags = tuple(sorted({"deterministic": not train, **{k: bool(v) for k, v in flags.items()}}.items()))
-        output = self._jit_apply(self.params if params is None else params, inputs, dropout_rng,
-                                 method=method, flags=flags)
-        return output if return_dict or not isinstance(output, ModelOutput) else _to_tuple(output)
+    def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
+             **flags):
+        """Run ``method(module, **inputs, deterministic=not train, **flags)`` through the cached jitted apply:
+        compiled once per input shapes and flags, then reused (inside a user's ``jax.jit`` it is simply inlined)."""
+        flags = tuple(sorted({"deterministic": not train, **flags}.items()))
+        out = self._compiled.function(self.params if params is None else params, inputs, dropout_rng,
+                                      method=method, flags=flags)
+        return _to_tuple(out) if return_dict is False or (
+            return_dict is None and getattr(self.config, "return_dict", True) is False) else out
 
 
 class FlaxCLIPTextModel(FlaxCLIPPreTrainedModel):
-    """The text tower: ``last_hidden_state`` and ``pooler_output`` (the end-of-text token's state)."""
+    """The text tower alone; ``pooler_output`` is the state at the end-of-text token."""
 
     arch = "text"
 
+    @staticmethod
+    def _build(module):
+        module.text_model = CLIPTextTransformer(module.config, module.dtype)
+
     def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None,
                  train: bool = False, output_attentions=None, output_hidden_states=None, return_dict=None):
-        """Encode token ids ``[batch, seq]`` (any length up to ``max_position_embeddings``)."""
-        return self._run(type(self)._forward, self._text_inputs(self.config, input_ids, attention_mask, position_ids),
-                         params, dropout_rng, train, self._flag(return_dict, "return_dict"),
+        """Encode ``input_ids`` ``[batch, seq]``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
+        return self._run(self._forward, self._text_inputs(self.config, input_ids, attention_mask, position_ids),
+                         params, dropout_rng, train, return_dict,
                          output_attentions=self._flag(output_attentions, "output_attentions"),
                          output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"))
 
     @staticmethod
-    def _forward(module, input_ids, attention_mask, position_ids, deterministic, output_attentions,
-                 output_hidden_states):
-        return module.text_model(input_ids, attention_mask, position_ids, deterministic, output_attentions,
-                                 output_hidden_states)
+    def _forward(module, input_ids, attention_mask, position_ids, output_attentions, output_hidden_states,
+                 deterministic):
+        return module.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states,
+                                 deterministic)
 
 
-class FlaxCLIPTextModelWithProjection(FlaxCLIPTextModel):
-    """The text tower and its projection: ``text_embeds`` (projected, not normalised)."""
+class FlaxCLIPTextModelWithProjection(FlaxCLIPPreTrainedModel):
+    """The text tower and its projection; ``text_embeds`` are projected, not normalised."""
 
     arch = "text_projection"
 
     @staticmethod
-    def _forward(module, input_ids, attention_mask, position_ids, deterministic, output_attentions,
-                 output_hidden_states):
-        out = module.text_model(input_ids, attention_mask, position_ids, deterministic, output_attentions,
-                                output_hidden_states)
-        return CLIPTextModelOutput(text_embeds=module.text_projection(out.pooler_output),
-                                   last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
-                                   attentions=out.attentions)
+    def _build(module):
+        module.text_model = CLIPTextTransformer(module.config, module.dtype)
+        module.text_projection = nn.Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
+
+    __call__ = FlaxCLIPTextModel.__call__
+
+    @staticmethod
+    def _forward(module, input_ids, attention_mask, position_ids, output_attentions, output_hidden_states,
+                 deterministic):
+        text = module.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states,
+                                 deterministic)
+        return CLIPTextModelOutput(text_embeds=module.text_projection(text.pooler_output),
+                                   last_hidden_state=text.last_hidden_state, hidden_states=text.hidden_states,
+                                   attentions=text.attentions)
 
 
 class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
-    """The vision tower: ``last_hidden_state`` and ``pooler_output`` (the class token after ``post_layernorm``)."""
+    """The vision tower alone; ``pooler_output`` is the post-layer-normed class token."""
 
     arch = "vision"
 
+    @staticmethod
+    def _build(module):
+        module.vision_model = CLIPVisionTransformer(module.config, module.dtype)
+
     def __call__(self, pixel_values, params=None, dropout_rng=None, train: bool = False, output_attentions=None,
                  output_hidden_states=None, return_dict=None, interpolate_pos_encoding: bool = False):
-        """Encode images ``[batch, channels, height, width]`` (NCHW, as in transformers)."""
-        return self._run(type(self)._forward, self._vision_inputs(self.config, pixel_values, interpolate_pos_encoding),
-                         params, dropout_rng, train, self._flag(return_dict, "return_dict"),
+        """Encode NCHW ``pixel_values``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
+        return self._run(self._forward, self._vision_inputs(self.config, pixel_values, interpolate_pos_encoding),
+                         params, dropout_rng, train, return_dict,
                          output_attentions=self._flag(output_attentions, "output_attentions"),
-                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
-                         interpolate_pos_encoding=interpolate_pos_encoding)
+                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"))
 
     @staticmethod
-    def _forward(module, pixel_values, deterministic, output_attentions, output_hidden_states,
-                 interpolate_pos_encoding):
-        return module.vision_model(pixel_values, deterministic, output_attentions, output_hidden_states,
-                                   interpolate_pos_encoding)
+    def _forward(module, pixel_values, output_attentions, output_hidden_states, deterministic):
+        return module.vision_model(pixel_values, output_attentions, output_hidden_states, deterministic)
 
 
-class FlaxCLIPVisionModelWithProjection(FlaxCLIPVisionModel):
-    """The vision tower and its projection: ``image_embeds`` (projected, not normalised)."""
+class FlaxCLIPVisionModelWithProjection(FlaxCLIPPreTrainedModel):
+    """The vision tower and its projection; ``image_embeds`` are projected, not normalised."""
 
     arch = "vision_projection"
 
     @staticmethod
-    def _forward(module, pixel_values, deterministic, output_attentions, output_hidden_states,
-                 interpolate_pos_encoding):
-        out = module.vision_model(pixel_values, deterministic, output_attentions, output_hidden_states,
-                                  interpolate_pos_encoding)
-        return CLIPVisionModelOutput(image_embeds=module.visual_projection(out.pooler_output),
-                                     last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
-                                     attentions=out.attentions)
+    def _build(module):
+        module.vision_model = CLIPVisionTransformer(module.config, module.dtype)
+        module.visual_projection = nn.Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
+
+    __call__ = FlaxCLIPVisionModel.__call__
+
+    @staticmethod
+    def _forward(module, pixel_values, output_attentions, output_hidden_states, deterministic):
+        vision = module.vision_model(pixel_values, output_attentions, output_hidden_states, deterministic)
+        return CLIPVisionModelOutput(image_embeds=module.visual_projection(vision.pooler_output),
+                                     last_hidden_state=vision.last_hidden_state, hidden_states=vision.hidden_states,
+                                     attentions=vision.attentions)
 
 
 class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
-    """CLIP: both towers, their projections into a shared space, and the scaled cosine-similarity logits."""
+    """The contrastive model: two towers, two projections and a learned temperature."""
 
     arch = "clip"
 
-    def __call__(self, input_ids, pixel_values, attention_mask=None, position_ids=None, params=None,
-                 dropout_rng=None, train: bool = False, output_attentions=None, output_hidden_states=None,
-                 return_dict=None, return_loss=None, interpolate_pos_encoding: bool = False):
-        """Similarity logits of every text with every image, the normalised embeddings and both towers' outputs;
-        ``return_loss=True`` adds the contrastive loss (text ``i`` matches image ``i``)."""
-        inputs = {**self._text_inputs(self.config.text_config, input_ids, attention_mask, position_ids),
-                  **self._vision_inputs(self.config.vision_config, pixel_values, interpolate_pos_encoding)}
-        check_batch_sizes(np.shape(input_ids), np.shape(pixel_values), bool(return_loss))
-        return self._run(type(self)._forward, inputs, params, dropout_rng, train, self._flag(return_dict, "return_dict"),
-                         output_attentions=self._flag(output_attentions, "output_attentions"),
-                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
-                         return_loss=bool(return_loss), interpolate_pos_encoding=interpolate_pos_encoding)
-
     @staticmethod
-    def _forward(module, input_ids, attention_mask, position_ids, pixel_values, deterministic, output_attentions,
-                 output_hidden_states, return_loss, interpolate_pos_encoding):
-        text_outputs = module.text_model(input_ids, attention_mask, position_ids, deterministic, output_attentions,
-                                         output_hidden_states)
-        vision_outputs = module.vision_model(pixel_values, deterministic, output_attentions, output_hidden_states,
-                                             interpolate_pos_encoding)
-        text_embeds = normalize(module.text_projection(text_outputs.pooler_output).astype(jnp.float32))
-        image_embeds = normalize(module.visual_projection(vision_outputs.pooler_output).astype(jnp.float32))
-        logits_per_text = jnp.exp(module.logit_scale.astype(jnp.float32)) * text_embeds @ image_embeds.T
-        return CLIPOutput(loss=contrastive_loss(logits_per_text) if return_loss else None,
-                          logits_per_image=logits_per_text.T, logits_per_text=logits_per_text,
-                          text_embeds=text_embeds, image_embeds=image_embeds,
-                          text_model_output=text_outputs, vision_model_output=vision_outputs)
+    def _build(module):
+        text, vision = module.config.text_config, module.config.vision_config
+        module.text_model = CLIPTextTransformer(text, module.dtype)
+        module.vision_model = CLIPVisionTransformer(vision, module.dtype)
+        module.visual_projection = nn.Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
+        module.text_projection = nn.Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
+        module.logit_scale = module.param("logit_scale", nn.initializers.zeros, ())
 
     def get_text_features(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None,
                           train: bool = False):
-        """The projected, unnormalised text features ``[batch, projection_dim]``."""
-        return self._run(type(self)._text_features,
+        """Projected, unnormalised text features ``[batch, projection_dim]``."""
+        return self._run(self._text_features,
                          self._text_inputs(self.config.text_config, input_ids, attention_mask, position_ids),
                          params, dropout_rng, train)
 
     def get_image_features(self, pixel_values, params=None, dropout_rng=None, train: bool = False,
                            interpolate_pos_encoding: bool = False):
-        """The projected, unnormalised image features ``[batch, projection_dim]``."""
-        return self._run(type(self)._image_features,
+        """Projected, unnormalised image features ``[batch, projection_dim]``."""
+        return self._run(self._image_features,
                          self._vision_inputs(self.config.vision_config, pixel_values, interpolate_pos_encoding),
-                         params, dropout_rng, train, interpolate_pos_encoding=interpolate_pos_encoding)
+                         params, dropout_rng, train)
 
     @staticmethod
     def _text_features(module, input_ids, attention_mask, position_ids, deterministic):
-        pooled = module.text_model(input_ids, attention_mask, position_ids, deterministic).pooler_output
+        pooled = module.text_model(input_ids, attention_mask, position_ids, deterministic=deterministic).pooler_output
         return module.text_projection(pooled)
 
     @staticmethod
-    def _image_features(module, pixel_values, deterministic, interpolate_pos_encoding):
-        pooled = module.vision_model(pixel_values, deterministic,
-                                     interpolate_pos_encoding=interpolate_pos_encoding).pooler_output
-        return module.visual_projection(pooled)
+    def _image_features(module, pixel_values, deterministic):
+        return module.visual_projection(module.vision_model(pixel_values, deterministic=deterministic).pooler_output)
+
+    def __call__(self, input_ids, pixel_values, attention_mask=None, position_ids=None, params=None,
+                 dropout_rng=None, train: bool = False, output_attentions=None, output_hidden_states=None,
+                 return_dict=None, return_loss=None, interpolate_pos_encoding: bool = False):
+        """Similarity logits between every text and every image; returns :class:`CLIPOutput` (or a tuple)."""
+        inputs = {**self._text_inputs(self.config.text_config, input_ids, attention_mask, position_ids),
+                  **self._vision_inputs(self.config.vision_config, pixel_values, interpolate_pos_encoding)}
+        check_batch_sizes(np.shape(input_ids), np.shape(pixel_values), bool(return_loss))
+        return self._run(self._forward, inputs, params, dropout_rng, train, return_dict,
+                         output_attentions=self._flag(output_attentions, "output_attentions"),
+                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
+                         return_loss=bool(return_loss))
+
+    @staticmethod
+    def _forward(module, input_ids, pixel_values, attention_mask, position_ids, return_loss, output_attentions,
+                 output_hidden_states, deterministic):
+        vision = module.vision_model(pixel_values, output_attentions, output_hidden_states, deterministic)
+        text = module.text_model(input_ids, attention_mask, position_ids, output_attentions, output_hidden_states,
+                                 deterministic)
+        image_embeds = normalize(module.visual_projection(vision.pooler_output).astype(jnp.float32))
+        text_embeds = normalize(module.text_projection(text.pooler_output).astype(jnp.float32))
+        logits_per_text = jnp.exp(module.logit_scale.astype(jnp.float32)) * text_embeds @ image_embeds.T
+        return CLIPOutput(loss=contrastive_loss(logits_per_text) if return_loss else None,
+                          logits_per_image=logits_per_text.T, logits_per_text=logits_per_text,
+                          text_embeds=text_embeds, image_embeds=image_embeds,
+                          text_model_output=text, vision_model_output=vision)
 
 
 class FlaxCLIPForImageClassification(FlaxCLIPPreTrainedModel):
-    """The vision tower with a linear classifier on the mean of the patch tokens; cross-entropy loss with
-    ``labels``."""
+    """The vision tower with a linear classifier on the mean of the patch tokens' final states.
+
+    The number of classes is ``len(config.id2label)`` or ``config.num_labels`` (default 2), as in transformers.
+    """
 
     arch = "image_classification"
+
+    @staticmethod
+    def _build(module):
+        num_labels = param_table(module.config, "image_classification")["classifier.weight"].shape[0]
+        module.vision_model = CLIPVisionTransformer(module.config.vision_config, module.dtype)
+        module.classifier = nn.Dense(num_labels, dtype=module.dtype)
 
     def __call__(self, pixel_values, labels=None, params=None, dropout_rng=None, train: bool = False,
                  output_attentions=None, output_hidden_states=None, return_dict=None,
                  interpolate_pos_encoding: bool = False):
-        """Class logits ``[batch, num_labels]`` for images ``[batch, channels, height, width]``."""
+        """Class logits ``[batch, num_labels]``; with integer ``labels`` also the cross-entropy loss
+        (label -100 is ignored). Returns :class:`ImageClassifierOutput` (or a tuple)."""
         inputs = self._vision_inputs(self.config.vision_config, pixel_values, interpolate_pos_encoding)
         if labels is not None:
-            if np.shape(labels) != np.shape(pixel_values)[:1]:
-                raise ValueError(f"labels must have shape ({np.shape(pixel_values)[0]},), found {np.shape(labels)}")
+            if np.shape(labels) != np.shape(pixel_values)[:1] or not jnp.issubdtype(jnp.result_type(labels),
+                                                                                    jnp.integer):
+                raise ValueError(f"labels must hold one integer class index per image, shape "
+                                 f"({np.shape(pixel_values)[0]},); found shape {np.shape(labels)} and dtype "
+                                 f"{jnp.result_type(labels)}")
             inputs["labels"] = jnp.asarray(labels, dtype=jnp.int32)
-        return self._run(type(self)._forward, inputs, params, dropout_rng, train, self._flag(return_dict, "return_dict"),
+        return self._run(self._forward, inputs, params, dropout_rng, train, return_dict,
                          output_attentions=self._flag(output_attentions, "output_attentions"),
-                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"),
-                         interpolate_pos_encoding=interpolate_pos_encoding)
+                         output_hidden_states=self._flag(output_hidden_states, "output_hidden_states"))
 
     @staticmethod
-    def _forward(module, pixel_values, deterministic, output_attentions, output_hidden_states,
-                 interpolate_pos_encoding, labels=None):
-        out = module.vision_model(pixel_values, deterministic, output_attentions, output_hidden_states,
-                                  interpolate_pos_encoding)
-        logits = module.classifier(jnp.mean(out.last_hidden_state[:, 1:], axis=1))
+    def _forward(module, pixel_values, output_attentions, output_hidden_states, deterministic, labels=None):
+        vision = module.vision_model(pixel_values, output_attentions, output_hidden_states, deterministic)
+        logits = module.classifier(jnp.mean(vision.last_hidden_state[:, 1:], axis=1))
         loss = None
         if labels is not None:
+            valid = labels != -100
             log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-            loss = -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
-        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                     attentions=out.attentions)
+            picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+            loss = -jnp.sum(jnp.where(valid, picked, 0.0)) / jnp.sum(valid)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=vision.hidden_states,
+                                     attentions=vision.attentions)
 
 
-__all__ = [
-    "FlaxCLIPPreTrainedModel", "FlaxCLIPTextModel", "FlaxCLIPTextModelWithProjection", "FlaxCLIPVisionModel",
-    "FlaxCLIPVisionModelWithProjection", "FlaxCLIPModel", "FlaxCLIPForImageClassification",
-    "activation", "attention_bias", "pool_text", "interpolate_pos_encoding", "normalize", "contrastive_loss",
-]
+__all__ = ["FlaxCLIPPreTrainedModel", "FlaxCLIPTextModel", "FlaxCLIPTextModelWithProjection", "FlaxCLIPVisionModel",
+           "FlaxCLIPVisionModelWithProjection", "FlaxCLIPModel", "FlaxCLIPForImageClassification"]
