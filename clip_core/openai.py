@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import pickle
 import re
@@ -356,6 +357,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             array = np.zeros(size, dtype=data.dtype)
         else:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+            if math.prod(size) > max(data.size, 2 ** 24):  # broadcast (stride 0) views past that: a memory bomb
+                raise ValueError(f"malformed tensor: {size} from a storage of {data.size} elements")
             if last >= data.size:
                 raise ValueError(f"malformed tensor: it reaches element {last} of a storage of {data.size}")
             itemsize = data.dtype.itemsize

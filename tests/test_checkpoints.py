@@ -498,8 +498,14 @@ class _Timeout(Exception):
     pass
 
 
-@pytest.mark.parametrize("weight_file", WEIGHT_FILES)
-def test_fuzzed_files_load_or_raise_documented_errors(weight_file, tmp_path, fixture_dir):
+@pytest.mark.parametrize("weight_file", WEIGHT_FILES + ("torch-zip-restricted",))
+def test_fuzzed_files_load_or_raise_documented_errors(weight_file, tmp_path, fixture_dir, monkeypatch):
+    """~30 seeded truncations and bit flips per reader; ``torch-zip-restricted`` is pytorch_model.bin through the
+    reader that needs no torch (the TorchScript one)."""
+    if weight_file == "torch-zip-restricted":
+        from clip_core import openai
+        monkeypatch.setitem(ck._READERS, "pytorch", openai.read_torch_zip)
+        weight_file = "pytorch_model.bin"
     rng = np.random.default_rng(sum(map(ord, weight_file)))
     original = (fixture_dir / weight_file).read_bytes()
     folder = tmp_path / "fuzz"
