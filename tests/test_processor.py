@@ -1,0 +1,169 @@
+"""CLIPProcessor: one call for text and images; files that transformers' CLIPProcessor reads and writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_core.image_processing import CLIPImageProcessor
+from clip_core.processor import CLIPProcessor
+
+SHARED = Path(os.environ.get("TRICLIP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+BPE_DIR = SHARED / "data" / "clip-bpe"
+TEXTS = ["a photo of a cat", "a dog", "Grace Hopper in uniform, 1984"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    if not (BPE_DIR / "vocab.json").is_file():
+        message = f"CLIP vocabulary not found in {BPE_DIR} (set TRICLIP_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from clip_core.tokenizer import CLIPTokenizerFast
+
+    return CLIPTokenizerFast.from_pretrained(BPE_DIR)
+
+
+@pytest.fixture(scope="module")
+def processor(tokenizer):
+    return CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (60 + 20 * i, 90 - 10 * i, 3), dtype=np.uint8)) for i in range(2)]
+
+
+def test_text_and_images(processor, tokenizer):
+    out = processor(text=TEXTS, images=_images(), return_tensors="np")
+    assert list(out) == ["input_ids", "attention_mask", "pixel_values"]
+    assert out.pixel_values.shape == (2, 3, 224, 224) and out.pixel_values.dtype == np.float32
+    np.testing.assert_array_equal(out["pixel_values"], CLIPImageProcessor()(_images(), return_tensors="np")
+                                  ["pixel_values"])
+    alone = tokenizer(TEXTS, padding=True, return_tensors="np")
+    np.testing.assert_array_equal(out["input_ids"], alone["input_ids"])
+    np.testing.assert_array_equal(out["attention_mask"], alone["attention_mask"])
+    assert out["input_ids"].shape[0] == 3 and out["attention_mask"][1].sum() < out["input_ids"].shape[1]
+
+
+def test_default_padding_is_longest_explicit_padding_wins(processor):
+    padded = processor(text=TEXTS)
+    assert len({len(row) for row in padded["input_ids"]}) == 1
+    ragged = processor(text=TEXTS, padding=False)
+    assert len({len(row) for row in ragged["input_ids"]}) == 3
+    fixed = processor(text=TEXTS, padding="max_length", max_length=20, return_tensors="np")
+    assert fixed["input_ids"].shape == (3, 20)
+    cut = processor(text=TEXTS, truncation=True, max_length=5, return_tensors="np")
+    assert cut["input_ids"].shape == (3, 5) and (cut["input_ids"][:, -1] == 49407).all()
+
+
+def test_only_one_modality_and_errors(processor):
+    assert list(processor(text="a cat")) == ["input_ids", "attention_mask"]
+    assert list(processor(images=_images()[0])) == ["pixel_values"]
+    with pytest.raises(ValueError, match="Both cannot be None"):
+        processor()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        CLIPProcessor()(text="a cat")
+    with pytest.raises(ValueError, match="return_tensors"):
+        processor(text="a cat", return_tensors="numpy")
+    with pytest.raises(TypeError, match="image 0"):
+        processor(images=[{"not": "an image"}])
+
+
+def test_images_first_positionally_like_transformers(processor):
+    image = _images()[0]
+    expected = processor(text="a cat", images=image, return_tensors="np")
+    for out in (processor(image, "a cat", return_tensors="np"), processor(images=image, text="a cat", return_tensors="np")):
+        assert set(out) == set(expected)
+        for key in expected:
+            np.testing.assert_array_equal(out[key], expected[key])
+    assert list(processor(image)) == ["pixel_values"]
+
+
+def test_keyword_routing(processor):
+    image = _images()[0]
+    out = processor(text=TEXTS, images=image, return_tensors="np", crop_size=64, data_format="channels_last",
+                    max_length=4, truncation=True)
+    assert out["pixel_values"].shape == (1, 64, 64, 3) and out["input_ids"].shape == (3, 4)
+    nested = processor(text=TEXTS, images=image, return_tensors="np", images_kwargs={"crop_size": 32},
+                       text_kwargs={"max_length": 6, "truncation": True})
+    assert nested["pixel_values"].shape == (1, 3, 32, 32) and nested["input_ids"].shape == (3, 6)
+
+
+def test_decode_forwards_to_tokenizer(processor, tokenizer):
+    ids = processor(text=TEXTS, return_tensors="np")["input_ids"]
+    assert processor.batch_decode(ids, skip_special_tokens=True) == tokenizer.batch_decode(ids,
+                                                                                          skip_special_tokens=True)
+    assert processor.decode(ids[0], skip_special_tokens=True) == "a photo of a cat"
+    with pytest.raises(ValueError, match="no tokenizer"):
+        CLIPProcessor().decode([1, 2])
+
+
+def test_tensor_types(processor):
+    torch = pytest.importorskip("torch")
+    out = processor(text=TEXTS, images=_images(), return_tensors="pt")
+    assert isinstance(out["pixel_values"], torch.Tensor) and isinstance(out["input_ids"], torch.Tensor)
+    assert out["pixel_values"].dtype == torch.float32 and out["input_ids"].shape[0] == 3
+
+
+def test_deprecated_feature_extractor():
+    with pytest.warns(FutureWarning, match="feature_extractor"):
+        processor = CLIPProcessor(feature_extractor=CLIPImageProcessor(size=100))
+    assert processor.image_processor.size == {"shortest_edge": 100}
+    with pytest.warns(FutureWarning):
+        assert processor.feature_extractor is processor.image_processor
+    with pytest.raises(TypeError, match="unexpected"):
+        CLIPProcessor(image_procesor=CLIPImageProcessor())
+
+
+def _same(ours, theirs):
+    assert set(ours) == set(theirs), (set(ours), set(theirs))
+    for key in ours:
+        np.testing.assert_allclose(np.asarray(ours[key]), np.asarray(theirs[key]), rtol=0, atol=1e-5, err_msg=key)
+
+
+def test_saved_by_us_loads_in_transformers(processor, transformers, tmp_path):
+    custom = CLIPProcessor(CLIPImageProcessor(size=200, crop_size=160), processor.tokenizer)
+    files = custom.save_pretrained(tmp_path)
+    assert all(Path(f).is_file() for f in files)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert config["processor_class"] == "CLIPProcessor" and config["image_processor_type"] == "CLIPImageProcessor"
+    assert "processor_class" not in custom.image_processor.to_dict()  # saving did not change our processor
+    theirs = transformers.CLIPProcessor.from_pretrained(tmp_path)
+    assert theirs.model_input_names == custom.model_input_names
+    images = _images()
+    _same(custom(text=TEXTS, images=images, return_tensors="np"),
+          theirs(text=TEXTS, images=images, return_tensors="np", padding=True))
+    again = CLIPProcessor.from_pretrained(tmp_path)
+    _same(again(text=TEXTS, images=images, return_tensors="np"), custom(text=TEXTS, images=images, return_tensors="np"))
+
+
+def test_saved_by_transformers_loads_in_ours(transformers, tokenizer, tmp_path):
+    hf_tokenizer = transformers.CLIPTokenizerFast(vocab_file=str(BPE_DIR / "vocab.json"),
+                                                  merges_file=str(BPE_DIR / "merges.txt"))
+    theirs = transformers.CLIPProcessor(image_processor=transformers.CLIPImageProcessor(crop_size=192),
+                                        tokenizer=hf_tokenizer)
+    theirs.save_pretrained(tmp_path)
+    ours = CLIPProcessor.from_pretrained(tmp_path)
+    assert ours.image_processor.crop_size == {"height": 192, "width": 192}
+    images = _images()
+    _same(ours(text=TEXTS, images=images, return_tensors="np"),
+          theirs(text=TEXTS, images=images, return_tensors="np", padding=True))
+    assert ours.batch_decode(ours(text=TEXTS)["input_ids"], skip_special_tokens=True) == \
+        theirs.batch_decode(theirs(text=TEXTS, padding=True)["input_ids"], skip_special_tokens=True)
+
+
+def test_from_pretrained_missing_files(tmp_path):
+    with pytest.raises(OSError, match="preprocessor_config.json"):
+        CLIPProcessor.from_pretrained(tmp_path)
