@@ -180,13 +180,17 @@ class CLIPEncoder(tf.Module):
 
     def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
                  training=False):
-        all_states, all_attentions = [hidden_states], []
+        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``."""
+        states = [hidden_states] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for layer in self.layers:
             hidden_states, probs = layer(hidden_states, bias, output_attentions, training)
-            all_states.append(hidden_states)
-            all_attentions.append(probs)
-        return (hidden_states, tuple(all_states) if output_hidden_states else None,
-                tuple(all_attentions) if output_attentions else None)
+            if output_hidden_states:
+                states.append(hidden_states)
+            if output_attentions:
+                attentions.append(probs)
+        return (hidden_states, tuple(states) if states is not None else None,
+                tuple(attentions) if attentions is not None else None)
 
 
 class CLIPTextEmbeddings(tf.Module):
@@ -237,9 +241,8 @@ class CLIPTextTransformer(tf.Module):
 
     def __init__(self, config, params, prefix="text_model"):
         super().__init__(name="text_model")
+        self.config = config
         self.params = _scope(params, prefix)
-        self.eps = config.layer_norm_eps
-        self.eos_token_id = config.eos_token_id
         self.embeddings = CLIPTextEmbeddings(config, params, f"{prefix}.embeddings")
         self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
 
@@ -249,9 +252,9 @@ class CLIPTextTransformer(tf.Module):
         bias = attention_bias(attention_mask, tf.shape(input_ids)[1], causal=True)
         last, states, attentions = self.encoder(hidden_states, bias, output_attentions, output_hidden_states,
                                                 training)
-        last = _layer_norm(last, self.params, "final_layer_norm", self.eps)
-        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pool_text(last, input_ids,
-                                                                                          self.eos_token_id),
+        last = _layer_norm(last, self.params, "final_layer_norm", self.config.layer_norm_eps)
+        return BaseModelOutputWithPooling(last_hidden_state=last,
+                                          pooler_output=pool_text(last, input_ids, self.config.eos_token_id),
                                           hidden_states=states, attentions=attentions)
 
 
@@ -260,18 +263,19 @@ class CLIPVisionTransformer(tf.Module):
 
     def __init__(self, config, params, prefix="vision_model"):
         super().__init__(name="vision_model")
+        self.config = config
         self.params = _scope(params, prefix)
-        self.eps = config.layer_norm_eps
         self.embeddings = CLIPVisionEmbeddings(config, params, f"{prefix}.embeddings")
         self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
 
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, training=False):
-        hidden_states = _layer_norm(self.embeddings(pixel_values), self.params, "pre_layrnorm", self.eps)
+        eps = self.config.layer_norm_eps
+        hidden_states = _layer_norm(self.embeddings(pixel_values), self.params, "pre_layrnorm", eps)
         last, states, attentions = self.encoder(hidden_states, None, output_attentions, output_hidden_states,
                                                 training)
-        pooled = _layer_norm(last[:, 0], self.params, "post_layernorm", self.eps)
-        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled, hidden_states=states,
-                                          attentions=attentions)
+        return BaseModelOutputWithPooling(last_hidden_state=last,
+                                          pooler_output=_layer_norm(last[:, 0], self.params, "post_layernorm", eps),
+                                          hidden_states=states, attentions=attentions)
 
 
 # ---------------------------------------------------------------------------------------------- public models
@@ -279,19 +283,7 @@ _TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "
 _INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
 
 
-def _parse_dtype(dtype) -> tf.DType:
-    if dtype is None:
-        return tf.float32
-    dtype = getattr(dtype, "name", dtype) if not isinstance(dtype, tf.DType) else dtype
-    try:
-        dtype = tf.as_dtype(dtype)
-    except TypeError:
-        raise ValueError(f"unsupported dtype {dtype!r}; expected float32, bfloat16, float16 or float64") from None
-    if not dtype.is_floating:
-        raise ValueError(f"dtype must be a floating dtype, got {dtype.name}")
-    return dtype
-
-
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIGNATURES: dict = {}
 
 
@@ -346,7 +338,8 @@ class _Compiled:
         self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
 
     def __call__(self, tensors):
-        return _rebuild(self.classes, self.function(**tensors))
+        out = self.function(**tensors)  # traces on the first call, which records self.classes
+        return _rebuild(self.classes, out)
 
 
 class _CompiledCache:
@@ -369,40 +362,72 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
     #: the tensor inputs of the serving signature, with their dtypes
     serving_inputs: dict[str, tf.DType] = {}
 
-    def __init__(self, config, seed: int = 0, dtype=None, *, _state: Mapping[str, np.ndarray] | None = None):
+    def __init__(self, config, seed: int | None = None, dtype=None, *,
+                 _state: Mapping[str, np.ndarray] | None = None):
         tf.Module.__init__(self)
         self.config = self.check_config(config)
         self.text_config, self.vision_config = tower_configs(self.config, self.arch)
-        state = self.random_state(self.config, seed) if _state is None else _state
-        compute_dtype = _parse_dtype(dtype)
+        if _state is None:
+            if seed is None:  # drawn from TensorFlow's global generator, so tf.random.set_seed controls it
+                seed = int(tf.random.uniform((), 0, 2 ** 31 - 1, dtype=tf.int64))
+            _state = self.random_state(self.config, seed)
+        dtype = self._dtype(dtype, _state)
         self.table = self.param_table(self.config)
         self.params = {
-            name: tf.Variable(tf.cast(to_framework_layout(np.asarray(state[name]), spec.kind, "tf"), compute_dtype),
+            name: tf.Variable(tf.cast(to_framework_layout(np.asarray(_state[name]), spec.kind, "tf"), dtype),
                               name=tf_name(spec)[:-2])
             for name, spec in self.table.items()}
         self.jit_compile = True
         self._compiled = _CompiledCache()
-        self.build()
+        self._build()
 
-    def build(self):  # pragma: no cover - abstract
-        """Create the towers and heads from ``self.params`` (each subclass)."""
+    def _build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @property
-    def dtype(self) -> tf.DType:
-        """The parameter (and computation) dtype."""
-        return next(iter(self.params.values())).dtype
+    # ------------------------------------------------------------------ canonical state <-> variables
+    @staticmethod
+    def _dtype(dtype, state=None) -> tf.DType:
+        """A ``tf.DType`` from ``None`` (float32), a dtype or its name, or ``"auto"`` (the state's)."""
+        if dtype is None:
+            return tf.float32
+        if isinstance(dtype, str) and dtype == "auto":
+            kinds = {np.asarray(v).dtype.name for v in (state or {}).values()}
+            dtype = kinds.pop() if len(kinds) == 1 else "float32"
+        name = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else getattr(dtype, "name", None)
+        if name in ("float32", "float16", "bfloat16"):
+            return tf.as_dtype(name)
+        raise ValueError(f"dtype must be float32, bfloat16 or float16 (a dtype or its name), got {dtype!r}")
 
     @classmethod
     def _from_state(cls, config, state, dtype=None, **kwargs):
+        """A model holding ``state`` (numpy, canonical names and layouts) in ``dtype``."""
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
         return cls(config, dtype=dtype, _state=state)
 
     def export_state(self) -> dict[str, np.ndarray]:
-        """The model's values as a canonical state (numpy, PyTorch layouts, the model's dtype)."""
-        return {name: from_framework_layout(self.params[name].numpy(), spec.kind, "tf")
-                for name, spec in self.table.items()}
+        """The variables as a canonical state: numpy, PyTorch layouts.
+
+        float32 and float16 models export their own dtype; bfloat16 models export float32 arrays.
+        """
+        out = {}
+        for name, spec in self.table.items():
+            variable = self.params[name]
+            value = tf.cast(variable, tf.float32) if variable.dtype == tf.bfloat16 else variable
+            out[name] = from_framework_layout(value.numpy(), spec.kind, "tf")
+        return out
+
+    # ------------------------------------------------------------------ niceties
+    @property
+    def dtype(self) -> tf.DType:
+        """The variables' dtype."""
+        return next(iter(self.params.values())).dtype
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The number of parameters (optionally only trainable ones, or without the embedding tables)."""
+        return sum(int(np.prod(v.shape)) for name, v in self.params.items()
+                   if (v.trainable or not only_trainable)
+                   and not (exclude_embeddings and self.table[name].kind == "embedding"))
 
     # -------------------------------------------------------------------------------- dispatch
     def _dispatch(self, method, args, kwargs):
@@ -429,10 +454,14 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
 
     def _convert(self, name, value):
         if isinstance(value, (tf.Tensor, tf.Variable)):
+            if name == "labels" and not value.dtype.is_integer:
+                raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype.name}")
             if name in _INT_ARGS:
                 return value if value.dtype == tf.int32 else tf.cast(value, tf.int32)
             return value if value.dtype == self.dtype else tf.cast(value, self.dtype)
         value = np.asarray(value)
+        if name == "labels" and not (np.issubdtype(value.dtype, np.integer) or value.dtype == object):
+            raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype}")
         if name in _INT_ARGS:
             if value.size and (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
                 raise ValueError(f"{name} holds values outside the int32 range")
@@ -490,7 +519,8 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         if labels is not None and eager and labels.shape.num_elements():
             values = labels.numpy()
             num_labels = self.params["classifier.bias"].shape[0]
-            if values.min() < 0 or values.max() >= num_labels:
+            values = values[values != -100]  # ignored, as in PyTorch's cross-entropy
+            if values.size and (values.min() < 0 or values.max() >= num_labels):
                 raise ValueError(f"labels must lie in [0, {num_labels}), found values in "
                                  f"[{values.min()}, {values.max()}]")
 
@@ -517,7 +547,7 @@ class TFCLIPTextModel(TFCLIPPreTrainedModel):
     arch = "text"
     serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32}
 
-    def build(self):
+    def _build(self):
         self.text_model = CLIPTextTransformer(self.config, self.params)
 
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
@@ -533,7 +563,7 @@ class TFCLIPTextModelWithProjection(TFCLIPPreTrainedModel):
     arch = "text_projection"
     serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32}
 
-    def build(self):
+    def _build(self):
         self.text_model = CLIPTextTransformer(self.config, self.params)
 
     def call(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
@@ -552,7 +582,7 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     arch = "vision"
     serving_inputs = {"pixel_values": tf.float32}
 
-    def build(self):
+    def _build(self):
         self.vision_model = CLIPVisionTransformer(self.config, self.params)
 
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -567,7 +597,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     arch = "vision_projection"
     serving_inputs = {"pixel_values": tf.float32}
 
-    def build(self):
+    def _build(self):
         self.vision_model = CLIPVisionTransformer(self.config, self.params)
 
     def call(self, pixel_values=None, output_attentions=None, output_hidden_states=None, return_dict=None,
@@ -585,7 +615,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     arch = "clip"
     serving_inputs = {"input_ids": tf.int32, "attention_mask": tf.int32, "pixel_values": tf.float32}
 
-    def build(self):
+    def _build(self):
         self.text_model = CLIPTextTransformer(self.config.text_config, self.params)
         self.vision_model = CLIPVisionTransformer(self.config.vision_config, self.params)
 
@@ -633,19 +663,21 @@ class TFCLIPForImageClassification(TFCLIPPreTrainedModel):
     arch = "image_classification"
     serving_inputs = {"pixel_values": tf.float32}
 
-    def build(self):
+    def _build(self):
         self.vision_model = CLIPVisionTransformer(self.config.vision_config, self.params)
 
     def call(self, pixel_values=None, labels=None, output_attentions=None, output_hidden_states=None,
              return_dict=None, training=False, interpolate_pos_encoding=False):
-        """Classify NCHW ``pixel_values``; with integer ``labels`` adds the cross-entropy ``loss`` (shape (1,))."""
+        """Class logits ``[batch, num_labels]``; with integer ``labels`` also the cross-entropy ``loss`` of shape
+        (1,) (label -100 is ignored)."""
         out = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states), training)
         logits = _dense(tf.reduce_mean(out.last_hidden_state[:, 1:], axis=1), self.params, "classifier")
         loss = None
-        if labels is not None:
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.reshape(labels, (-1,)),
-                                                                  tf.cast(logits, tf.float32))
-            loss = tf.reshape(tf.reduce_mean(loss), (1,))
+        if labels is not None:  # cross-entropy over the labels that are not -100
+            labels = tf.reshape(labels, (-1,))
+            keep = tf.cast(tf.not_equal(labels, -100), tf.float32)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), tf.cast(logits, tf.float32))
+            loss = tf.reshape(tf.reduce_sum(losses * keep) / tf.reduce_sum(keep), (1,))
         return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                      attentions=out.attentions)
 
