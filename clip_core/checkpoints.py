@@ -261,6 +261,27 @@ def _canonical_from_flax(path: tuple[str, ...], value: np.ndarray) -> tuple[str,
     return ".".join(parts), (from_framework_layout(value, kind, "flax") if kind else value)
 
 
+def _from_framework_names(state: Mapping[str, np.ndarray], path) -> dict[str, np.ndarray]:
+    """Canonical names for safetensors files written by transformers' TF models (``clip/text_model/.../kernel:0``,
+    metadata ``format: tf``) or Flax models (``text_model....q_proj.kernel``, ``format: flax``); others unchanged."""
+    if any("/" in name or name.endswith(":0") for name in state):
+        out: dict[str, np.ndarray] = {}
+        for name, value in state.items():
+            parts = name.split("/")
+            if len(parts) > 1 and parts[0] == TF_MAIN_LAYER:
+                parts = parts[1:]
+            new, value = _canonical_from_tf("/".join(parts), np.asarray(value))
+            _add(out, new, _owned(value), path)
+        return out
+    if any(name.rsplit(".", 1)[-1] in ("kernel", "scale", "embedding") for name in state):
+        out = {}
+        for name, value in state.items():
+            new, value = _canonical_from_flax(tuple(name.split(".")), np.asarray(value))
+            _add(out, new, _owned(value), path)
+        return out
+    return dict(state)
+
+
 def _add(state: dict, name: str, value, path) -> None:
     if name in state:
         raise CorruptCheckpointError(f"{path} holds the parameter {name} twice")
@@ -924,7 +945,7 @@ def _read_source(source: _Source) -> tuple[dict[str, np.ndarray], CLIPConfig | N
         raw = read_sharded(source.weights, source.sibling)
     else:
         raw = _READERS[source.fmt](source.weights)
-    raw = openai.unwrap_state_dict(raw)
+    raw = _from_framework_names(openai.unwrap_state_dict(raw), source.weights)
     if not openai.looks_like_openai(raw):
         return dict(raw), None
     hparams_file = source.sibling("open_clip_config.json")

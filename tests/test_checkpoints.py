@@ -22,11 +22,12 @@ from clip_core import checkpoints as ck  # noqa: E402
 from clip_core.checkpoints import (CorruptCheckpointError, UnsafeCheckpointError,  # noqa: E402
                                    UnsupportedCheckpointError, load_checkpoint, save_checkpoint)
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
-from clip_core.weights import (StateMismatchError, flatten_tree, init_state, param_table, tf_name,  # noqa: E402
-                               to_flax_tree, to_framework_layout)
-from tests.conftest import HF_FIXTURES, ROOT, WEIGHT_FILES, shared_path, single_format_dir  # noqa: E402
+from clip_core.weights import (StateMismatchError, flatten_tree, flax_path, init_state, param_table,  # noqa: E402
+                               tf_name, to_flax_tree, to_framework_layout)
+from tests.conftest import ROOT, WEIGHT_FILES, shared_path, single_format_dir  # noqa: E402
 
 ARCHS = ("clip", "text", "text_projection", "vision", "vision_projection")
+ALL_ARCHS = ARCHS + ("image_classification",)
 FORMAT_OF = {"model.safetensors": "safetensors", "pytorch_model.bin": "pytorch", "tf_model.h5": "tf",
              "flax_model.msgpack": "flax"}
 DOCUMENTED = (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError, StateMismatchError)
@@ -124,12 +125,16 @@ def test_fixture_writers_match_transformers_byte_for_byte(fixture_dir, fixture_s
 
 # ---------------------------------------------------------------------------------------------- round trips
 @pytest.mark.parametrize("fmt", ck.FORMATS)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_round_trip_is_bit_exact(arch, fmt, tmp_path):
     config = arch_config(arch)
     state = init_state(config, arch, seed=3)
     save_checkpoint(tmp_path / "ckpt", config, state, formats=fmt, arch=arch)
     assert sorted(os.listdir(tmp_path / "ckpt")) == sorted(["config.json", ck.WEIGHTS_NAMES[fmt]])
+    if fmt == "safetensors":
+        from safetensors import safe_open
+        with safe_open(str(tmp_path / "ckpt" / "model.safetensors"), framework="np") as f:
+            assert f.metadata() == {"format": "pt"}
     loaded_config, loaded = load_checkpoint(tmp_path / "ckpt", arch=arch)
     assert_same_state(loaded, state)
     assert loaded_config.to_dict() == {**config.to_dict(), "architectures": [ck.HF_CLASSES[arch]]}
@@ -232,6 +237,25 @@ def test_h5_with_chunked_weight_names(tmp_path, fixture_dir, fixture_state):
             f["clip"].attrs[f"weight_names{i}"] = part
     _, state = load_checkpoint(path, config=fixture_state[0])
     assert_same_state(state, fixture_state[1])
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax"])
+def test_safetensors_written_by_transformers_tf_and_flax_models(framework, tmp_path, fixture_state):
+    """TFCLIPModel / FlaxCLIPModel ``save_pretrained(safe_serialization=True)`` keep their own names and layouts
+    (``clip/text_model/.../kernel:0`` with metadata format "tf"; ``text_model....kernel`` with format "flax")."""
+    from safetensors.numpy import save_file
+
+    config, state = fixture_state
+    table = param_table(config)
+    if framework == "tf":
+        theirs = {f"clip/{tf_name(spec)}": to_framework_layout(state[n], spec.kind, "tf") for n, spec in table.items()}
+    else:
+        theirs = {".".join(flax_path(spec)): to_framework_layout(state[n], spec.kind, "flax")
+                  for n, spec in table.items()}
+    config.save_pretrained(tmp_path)
+    save_file(theirs, str(tmp_path / "model.safetensors"), metadata={"format": framework})
+    _, loaded = load_checkpoint(tmp_path)
+    assert_same_state(loaded, state)
 
 
 def test_hub_repo_ids_resolve_through_hub_module(monkeypatch, fixture_dir, fixture_state):

@@ -108,7 +108,8 @@ def test_conversion_rules(raw_state, converted):
     _, state = converted
     in_proj = raw_state["transformer.resblocks.1.attn.in_proj_weight"]
     for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-        assert np.array_equal(state[f"text_model.encoder.layers.1.self_attn.{proj}.weight"], in_proj[64 * i:64 * (i + 1)])
+        want = in_proj[64 * i:64 * (i + 1)]
+        assert np.array_equal(state[f"text_model.encoder.layers.1.self_attn.{proj}.weight"], want)
     bias = raw_state["visual.transformer.resblocks.0.attn.in_proj_bias"]
     assert np.array_equal(state["vision_model.encoder.layers.0.self_attn.v_proj.bias"], bias[256:])
     assert np.array_equal(state["text_projection.weight"], raw_state["text_projection"].T)
