@@ -20,8 +20,8 @@ Errors: a missing file or directory raises ``FileNotFoundError``; a file that is
 :class:`CorruptCheckpointError` (an ``OSError``); a pickle that would run code raises :class:`UnsafeCheckpointError`
 (a ``ValueError``); something well-formed that is not a CLIP checkpoint raises :class:`UnsupportedCheckpointError`
 (a ``ValueError``); weights that do not fit the config raise :class:`~clip_core.weights.StateMismatchError` (a
-``ValueError``) naming every missing, unexpected and mis-shaped tensor. All of them derive from
-:class:`CheckpointError` except the last two families' builtin bases.
+``ValueError``) naming every missing, unexpected and mis-shaped tensor. Corrupt, unsafe and unsupported derive
+from :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ import numpy as np
 from clip_core.config import CONFIG_NAME, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip_core.hub import atomic_directory, resolve_file
 from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, flatten_tree, flax_path,
-                               from_framework_layout, init_state, param_table, tf_name, to_framework_layout,
-                               validate_state)
+                               from_framework_layout, param_table, tf_name, to_framework_layout, validate_state)
 
 logger = logging.getLogger(__name__)
 
@@ -336,14 +335,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         bf16 = []
         with safe_open(str(path), framework="np") as archive:
             names = list(archive.keys())
-            sizes = {}
-            for name in names:
-                info = archive.get_slice(name)
-                sizes[name] = info.get_dtype()
+            dtypes = {name: archive.get_slice(name).get_dtype() for name in names}
             bar = _progress(path.stat().st_size, f"reading {path.name}")
             try:
                 for name in names:
-                    if sizes[name] == "BF16":
+                    if dtypes[name] == "BF16":
                         bf16.append(name)
                         continue
                     state[name] = archive.get_tensor(name)
@@ -960,8 +956,7 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
     if fmt is not None:
         fmt = _normalise_formats(fmt)[0]
     if isinstance(config, dict):
-        is_full = "text_config" in config or "vision_config" in config or config.get("model_type") == "clip"
-        config = (CLIPConfig if is_full or arch is None else _CONFIG_CLASSES[arch]).from_dict(config)
+        config = _config_from_dict(config, arch)
     source = _locate(path_or_repo, fmt, _hub_kwargs(hub_kwargs))
     state, inferred = _read_source(source)
     if config is None:
@@ -983,10 +978,31 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
     table = param_table(config, arch)
     if arch == "image_classification" and not any(name.startswith("classifier.") for name in state):
         logger.warning("%s has no classifier: it is newly initialised", source.weights)
-        fresh = init_state(config, arch)
-        state.update({name: fresh[name] for name in table if name.startswith("classifier.")})
+        state.update(_fresh_classifier(config, table, state))
     validate_state(state, table, where=str(source.weights))
     return config, {name: state[name] for name in table}, arch
+
+
+def _config_from_dict(data: dict, arch: str | None):
+    model_type = data.get("model_type")
+    if model_type == "clip" or "text_config" in data or "vision_config" in data:
+        return CLIPConfig.from_dict(data)
+    classes = {"clip_text_model": CLIPTextConfig, "clip_vision_model": CLIPVisionConfig}
+    if model_type in classes:
+        return classes[model_type].from_dict(data)
+    return (_CONFIG_CLASSES[arch] if arch is not None else CLIPConfig).from_dict(data)
+
+
+def _fresh_classifier(config, table: Mapping[str, ParamSpec], state: Mapping[str, np.ndarray]) -> dict:
+    """transformers' initialisation of a missing classifier head (normal, std hidden**-0.5; zero bias)."""
+    vision = config.vision_config
+    dtype = np.asarray(state["vision_model.post_layernorm.weight"]).dtype if \
+        "vision_model.post_layernorm.weight" in state else np.float32
+    rng = np.random.default_rng(0)
+    weight, bias = table["classifier.weight"], table["classifier.bias"]
+    std = vision.hidden_size ** -0.5 * getattr(vision, "initializer_factor", 1.0)
+    return {weight.name: (rng.standard_normal(weight.shape, dtype=np.float32) * np.float32(std)).astype(dtype),
+            bias.name: np.zeros(bias.shape, dtype=dtype)}
 
 
 def detect_arch(config, state: Mapping[str, np.ndarray]) -> str:
