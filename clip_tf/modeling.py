@@ -281,8 +281,6 @@ class CLIPVisionTransformer(tf.Module):
 # ---------------------------------------------------------------------------------------------- public models
 _TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "labels")
 _INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
-
-
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIGNATURES: dict = {}
 
@@ -352,8 +350,9 @@ class _CompiledCache:
 class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
     """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
 
-    ``TFCLIPModel(config, seed=0, dtype=None)`` builds a model with seeded random weights (transformers'
-    initialisation; identical in every backend for the same seed). ``from_pretrained(path, dtype=...)`` loads any
+    ``TFCLIPModel(config, seed=None, dtype=None)`` builds a model with random weights following transformers'
+    initialisation (identical in every backend for one seed; ``seed=None`` draws one from TensorFlow's global
+    generator, so ``tf.random.set_seed`` controls it). ``from_pretrained(path, dtype=...)`` loads any
     checkpoint format, ``save_pretrained(dir, format=...)`` writes any. Set ``model.jit_compile = False`` to run calls
     eagerly instead of through the cached XLA functions.
     """
@@ -393,7 +392,10 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         if isinstance(dtype, str) and dtype == "auto":
             kinds = {np.asarray(v).dtype.name for v in (state or {}).values()}
             dtype = kinds.pop() if len(kinds) == 1 else "float32"
-        name = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else getattr(dtype, "name", None)
+        try:
+            name = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else tf.as_dtype(dtype).name
+        except TypeError:
+            name = None
         if name in ("float32", "float16", "bfloat16"):
             return tf.as_dtype(name)
         raise ValueError(f"dtype must be float32, bfloat16 or float16 (a dtype or its name), got {dtype!r}")
@@ -471,58 +473,62 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         return tf.constant(value, dtype=self.dtype)
 
     def _check_inputs(self, tensors, arguments, eager, parameters):
-        """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete."""
+        """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete
+        (eager), not while a caller's ``tf.function`` traces."""
         ids, pixels = tensors.get("input_ids"), tensors.get("pixel_values")
         if "input_ids" in parameters:
-            if ids is None:
-                raise ValueError("You have to specify input_ids")
-            shape = [0 if d is None else d for d in ids.shape] if ids.shape.rank is not None else [0, 0]
-            id_range = None
-            if eager and ids.shape.num_elements():
-                values = ids.numpy()
-                id_range = (int(values.min()), int(values.max()))
-            check_text_inputs(self.text_config, shape, id_range)
-            for name in ("attention_mask", "position_ids"):
-                other = tensors.get(name)
-                if other is None:
-                    continue
-                if other.shape.rank != 2 or not (other.shape[-1] is None or ids.shape[-1] is None
-                                                 or other.shape[-1] == ids.shape[-1]):
-                    raise ValueError(f"{name} must have shape (batch, sequence_length) matching input_ids "
-                                     f"{tuple(ids.shape)}, found shape {tuple(other.shape)}")
-            positions = tensors.get("position_ids")
-            if eager and positions is not None and positions.shape.num_elements():
-                values = positions.numpy()
-                if values.min() < 0 or values.max() >= self.text_config.max_position_embeddings:
-                    raise ValueError(f"position_ids must lie in [0, {self.text_config.max_position_embeddings}), "
-                                     f"found values in [{values.min()}, {values.max()}]")
+            self._check_text(ids, tensors.get("attention_mask"), tensors.get("position_ids"), eager)
         if "pixel_values" in parameters:
-            if pixels is None:
-                raise ValueError("You have to specify pixel_values")
-            interpolate = bool(arguments.get("interpolate_pos_encoding"))
-            if pixels.shape.rank is None:
-                raise ValueError("pixel_values must have a known rank (batch, channels, height, width)")
-            fill = (0, self.vision_config.num_channels, self.vision_config.image_size, self.vision_config.image_size)
-            shape = [f if d is None else d for d, f in zip(pixels.shape, fill)] if pixels.shape.rank == 4 \
-                else list(pixels.shape)
-            if interpolate and pixels.shape.rank == 4 and None in pixels.shape[2:]:
-                raise ValueError("interpolate_pos_encoding=True needs pixel_values with a known height and width")
-            finite = None
-            if eager and pixels.shape.num_elements():
-                values = pixels.numpy()
-                finite = bool(np.isfinite(values.min()) and np.isfinite(values.max()))
-            check_vision_inputs(self.vision_config, shape, interpolate, finite)
-        if ids is not None and pixels is not None and ids.shape.rank and pixels.shape.rank \
-                and ids.shape[0] is not None and pixels.shape[0] is not None:
+            self._check_vision(pixels, bool(arguments.get("interpolate_pos_encoding")), eager)
+        if ids is not None and pixels is not None and None not in (ids.shape[0], pixels.shape[0]):
             check_batch_sizes(ids.shape, pixels.shape, bool(arguments.get("return_loss")))
         labels = tensors.get("labels")
-        if labels is not None and eager and labels.shape.num_elements():
-            values = labels.numpy()
+        if labels is not None and eager:
             num_labels = self.params["classifier.bias"].shape[0]
+            values = labels.numpy()
             values = values[values != -100]  # ignored, as in PyTorch's cross-entropy
             if values.size and (values.min() < 0 or values.max() >= num_labels):
-                raise ValueError(f"labels must lie in [0, {num_labels}), found values in "
+                raise ValueError(f"labels must lie in [0, {num_labels}) (or be -100), found values in "
                                  f"[{values.min()}, {values.max()}]")
+
+    def _check_text(self, ids, attention_mask, position_ids, eager):
+        if ids is None:
+            raise ValueError("input_ids is required: you have to specify input_ids")
+        if ids.shape.rank is None:
+            raise ValueError("input_ids must have a known rank: (batch, sequence_length)")
+        id_range = None
+        if eager and ids.shape.num_elements():
+            values = ids.numpy()
+            id_range = (int(values.min()), int(values.max()))
+        check_text_inputs(self.text_config, [0 if d is None else d for d in ids.shape], id_range)
+        for name, other in (("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if other is not None and (other.shape.rank != 2 or None not in (other.shape[1], ids.shape[1])
+                                      and other.shape[1] != ids.shape[1]):
+                raise ValueError(f"{name} must have shape (batch, sequence_length) matching input_ids "
+                                 f"{tuple(ids.shape)}, found shape {tuple(other.shape)}")
+        if eager and position_ids is not None and position_ids.shape.num_elements():
+            low, high = int(tf.reduce_min(position_ids)), int(tf.reduce_max(position_ids))
+            if low < 0 or high >= self.text_config.max_position_embeddings:
+                raise ValueError(f"position_ids must lie in [0, {self.text_config.max_position_embeddings}), "
+                                 f"found {low if low < 0 else high}")
+
+    def _check_vision(self, pixels, interpolate, eager):
+        if pixels is None:
+            raise ValueError("pixel_values is required: you have to specify pixel_values")
+        if pixels.shape.rank is None:
+            raise ValueError("pixel_values must have a known rank: (batch, channels, height, width)")
+        config = self.vision_config
+        shape = list(pixels.shape)
+        if len(shape) == 4:  # unknown sizes (a caller's dynamic signature) stand for the expected ones
+            if interpolate and None in shape[2:]:
+                raise ValueError("interpolate_pos_encoding=True needs pixel_values of a known height and width")
+            fill = (0, config.num_channels, config.image_size, config.image_size)
+            shape = [f if d is None else d for d, f in zip(shape, fill)]
+        finite = None
+        if eager and pixels.shape.num_elements():
+            values = pixels.numpy()
+            finite = bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+        check_vision_inputs(config, shape, interpolate, finite)
 
     def __call__(self, *args, **kwargs):
         """Run :meth:`call` (see there) with checked inputs, XLA-compiled unless ``jit_compile`` is False."""

@@ -481,6 +481,8 @@ def test_runs_inside_user_tf_function_with_jit(fixture_model):
 
 
 def test_user_tf_function_may_return_the_whole_output(fixture_model):
+    """TensorFlow rebuilds a returned Mapping as ``type(output)(key_value_pairs)``: the output containers must take
+    that form (as transformers' ModelOutput does)."""
     model, expected = fixture_model
 
     @tf.function
@@ -584,6 +586,7 @@ def test_works_with_keras_backend_jax_and_jax_in_the_same_process():
     folder = shared_path("fixtures", "hf-tiny")
     out = run_python(f"""
         import numpy as np
+        import flax.linen
         import jax.numpy as jnp
         import clip_tf
         expected = dict(np.load({str(folder / 'expected.npz')!r}))
