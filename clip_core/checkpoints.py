@@ -1104,21 +1104,63 @@ def save_checkpoint(directory: str | os.PathLike, config, state: Mapping[str, np
                 item.unlink()
 
 
+def cast_state(state: Mapping[str, np.ndarray], dtype: str | None) -> dict[str, np.ndarray]:
+    """``state`` with every array cast to ``dtype`` (``"float32"``, ``"float16"``, ``"bfloat16"``; ``None`` keeps)."""
+    if dtype is None:
+        return dict(state)
+    if dtype == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ValueError("dtype bfloat16 needs the ml_dtypes package (installed with jax)") from None
+        target = np.dtype(ml_dtypes.bfloat16)
+    elif dtype in ("float32", "float16"):
+        target = np.dtype(dtype)
+    else:
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    return {k: np.asarray(v).astype(target) for k, v in state.items()}
+
+
 def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, *,
-                       formats: str | Sequence[str] = "safetensors", arch: str | None = None, overwrite: bool = False,
-                       max_shard_size: int | str | None = None, **hub_kwargs) -> tuple[Any, str]:
-    """Read any checkpoint and write it in ``formats`` (no framework needed); returns ``(config, arch)``."""
-    if arch is None:
+                       formats: str | Sequence[str] = "safetensors", arch: str | None = None,
+                       dtype: str | None = None, hparams: Mapping[str, Any] | str | os.PathLike | None = None,
+                       overwrite: bool = False, max_shard_size: int | str | None = None, verify: bool = True,
+                       **hub_kwargs) -> tuple[Any, str, dict[str, np.ndarray]]:
+    """Read any checkpoint and write it in ``formats`` (no framework needed); returns ``(config, arch, state)``.
+
+    ``hparams`` (OpenAI / open_clip sources only) supplies what shapes cannot tell, such as the head counts (see
+    :func:`clip_core.openai.read_openai`). ``dtype`` casts the weights. With ``verify`` (default), every written
+    format is read back and compared bit-exactly with what was meant to be written (bfloat16 read back as float32
+    is compared after widening); a difference raises ``ValueError`` naming the tensor and the format.
+    """
+    formats = _normalise_formats(formats)
+    if hparams is not None:
+        from clip_core.openai import read_openai
+
+        config, state = read_openai(source, hparams=hparams)
+        arch = arch or "clip"
+    elif arch is None:
         config, state, arch = load_any(source, **hub_kwargs)
     else:
         config, state = load_checkpoint(source, arch=arch, **hub_kwargs)
+    state = cast_state(state, dtype)
     save_checkpoint(destination, config, state, formats=formats, arch=arch, overwrite=overwrite,
                     max_shard_size=max_shard_size)
-    return config, arch
+    if verify:
+        for fmt in formats:
+            _, again = load_checkpoint(destination, arch=arch, format=fmt)
+            for name, value in state.items():
+                value = _bf16_to_float32(value) if _is_bf16(value) else np.asarray(value)
+                back = np.asarray(again[name])
+                if value.shape != back.shape or value.dtype != back.dtype or value.tobytes() != back.tobytes():
+                    raise ValueError(f"verification failed: {name} differs after writing the {fmt} file in "
+                                     f"{destination} (wrote {value.dtype}{list(value.shape)}, read "
+                                     f"{back.dtype}{list(back.shape)})")
+    return config, arch, state
 
 
 __all__ = [
-    "load_checkpoint", "load_any", "save_checkpoint", "convert_checkpoint", "read_state_file", "read_safetensors",
+    "load_checkpoint", "load_any", "save_checkpoint", "convert_checkpoint", "cast_state", "read_state_file", "read_safetensors",
     "read_pytorch", "read_tf_h5", "read_flax_msgpack", "read_sharded", "write_safetensors", "write_pytorch",
     "write_tf_h5", "write_flax_msgpack", "flax_msgpack_loads", "flax_msgpack_dump", "detect_format",
     "detect_arch", "config_for_arch", "read_config_file", "parse_size", "reading",

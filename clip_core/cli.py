@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--backends", default="pt,tf,flax", help="comma-separated: pt, tf, flax, hf (default pt,tf,flax)")
     conf.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     conf.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
-    conf.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    conf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     conv = sub.add_parser("convert", help="convert a checkpoint to other formats",
                           description="Read SRC (a checkpoint directory or file in any supported format, including "
@@ -49,9 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                                                               "comma-separated list (default safetensors)")
     conv.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
                       help="cast the weights (default: keep)")
+    conv.add_argument("--hparams", type=Path, help="OpenAI / open_clip sources: a JSON of what shapes cannot tell "
+                                                   "(e.g. transformer_heads), as OpenAI's CLIP(...) arguments or an "
+                                                   "open_clip_config.json")
     conv.add_argument("--overwrite", action="store_true", help="write into a non-empty directory that is not a "
                                                                "checkpoint")
-    conv.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    conv.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     bench = sub.add_parser("bench", help="benchmarks against transformers (see docs/performance.md)")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for python -m bench")
@@ -78,55 +81,17 @@ def cmd_conformance(args) -> int:
     return 0 if report.ok else EXIT_FAILED
 
 
-def _cast(state: dict, dtype: str | None) -> dict:
-    if dtype is None:
-        return state
-    if dtype == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError:
-            raise ValueError("--dtype bfloat16 needs the ml_dtypes package (installed with jax)") from None
-        target = ml_dtypes.bfloat16
-    else:
-        target = np.dtype(dtype)
-    return {k: np.asarray(v).astype(target) for k, v in state.items()}
-
-
-def convert(src: str | os.PathLike, dst: str | os.PathLike, formats: str | Sequence[str] = "safetensors",
-            dtype: str | None = None, overwrite: bool = False) -> dict:
-    """Convert ``src`` (any supported checkpoint) into the transformers-layout directory ``dst``.
-
-    Returns a summary dict. After writing, every written format is read back and compared bit-exactly with what was
-    meant to be written; a mismatch raises ``ValueError`` and the destination is left as it was before the call.
-    """
-    from clip_core.checkpoints import FORMATS, load_any, load_checkpoint, save_checkpoint
-
-    if isinstance(formats, str):
-        formats = list(FORMATS) if formats == "all" else [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"unknown format(s) {unknown or formats}; choose from {', '.join(FORMATS)} or all")
-    config, state, arch = load_any(src)
-    state = _cast(state, dtype)
-    dst = Path(dst)
-    save_checkpoint(dst, config, state, formats=formats, arch=arch, overwrite=overwrite)
-    for fmt in formats:
-        _, again = load_checkpoint(dst, arch=arch, format=fmt)
-        for name, value in state.items():
-            value = np.asarray(value)
-            back = np.asarray(again[name])
-            if value.dtype.name == "bfloat16" and back.dtype == np.float32:
-                value = value.astype(np.float32)
-            if value.shape != back.shape or value.tobytes() != back.astype(value.dtype).tobytes():
-                raise ValueError(f"verification failed: {name} differs after writing {fmt} to {dst}")
-    n_params = sum(int(np.prod(np.shape(v))) for v in state.values())
-    return {"arch": arch, "formats": formats, "parameters": n_params, "destination": str(dst)}
-
-
 def cmd_convert(args) -> int:
-    summary = convert(args.src, args.dst, args.format, args.dtype, args.overwrite)
-    print(f"converted {args.src} -> {summary['destination']}: {summary['arch']} model, "
-          f"{summary['parameters']:,} parameters, formats {', '.join(summary['formats'])} (verified)")
+    from clip_core.checkpoints import convert_checkpoint
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    formats = "all" if formats == ["all"] else formats
+    _, arch, state = convert_checkpoint(args.src, args.dst, formats=formats, dtype=args.dtype, hparams=args.hparams,
+                                        overwrite=args.overwrite)
+    n_params = sum(int(np.prod(np.shape(v))) for v in state.values())
+    written = sorted(p.name for p in Path(args.dst).iterdir())
+    print(f"converted {args.src} -> {args.dst}: {arch} model, {n_params:,} parameters; wrote "
+          f"{', '.join(written)} (read back and verified)")
     return 0
 
 

@@ -98,10 +98,17 @@ class PretrainedMixin:
 
 # ---------------------------------------------------------------------------------------------- input checks
 def check_text_inputs(config: CLIPTextConfig, shape: Sequence[int], id_range: tuple[int, int] | None = None,
-                      name: str = "input_ids") -> None:
-    """Check ``input_ids``' shape (and, when known, its smallest and largest id) against the text config."""
+                      name: str = "input_ids", dtype: Any = None) -> None:
+    """Check ``input_ids``' shape (and, when known, its dtype and its smallest and largest id) against the config.
+
+    ``dtype`` is anything with a numpy-compatible name (a numpy, torch, tf or jax dtype); it must be an integer type.
+    """
+    if dtype is not None and not _is_integer_dtype(dtype):
+        raise TypeError(f"{name} must hold integer token ids, found dtype {_dtype_name(dtype)}")
     if len(shape) != 2:
         raise ValueError(f"{name} must have shape (batch, sequence_length), found shape {tuple(shape)}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(shape)}): give at least one token in at least one row")
     if shape[1] > config.max_position_embeddings:
         raise ValueError(f"{name} has sequence length {shape[1]} but the model has only "
                          f"{config.max_position_embeddings} positions (max_position_embeddings)")
@@ -117,6 +124,8 @@ def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpol
     """Check ``pixel_values``' NCHW shape (and, when known, that it is finite) against the vision config."""
     if len(shape) != 4:
         raise ValueError(f"{name} must have shape (batch, channels, height, width), found shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(shape)}): give at least one image")
     if shape[1] != config.num_channels:
         raise ValueError(f"{name} has {shape[1]} channels, expected {config.num_channels} "
                          f"(pixel_values are NCHW; found shape {tuple(shape)})")
@@ -129,6 +138,15 @@ def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpol
                          f"{config.image_size}; pass interpolate_pos_encoding=True to use other sizes")
     if finite is False:
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = getattr(dtype, "name", None) or str(dtype)
+    return name.replace("torch.", "").replace("<dtype: '", "").replace("'>", "")
+
+
+def _is_integer_dtype(dtype: Any) -> bool:
+    return _dtype_name(dtype).startswith(("int", "uint"))
 
 
 def check_batch_sizes(input_ids_shape, pixel_values_shape, return_loss: bool) -> None:
