@@ -230,7 +230,8 @@ class CLIPTextTransformer(nn.Module):
             raise ValueError("input_ids is required: you have to specify input_ids")
         concrete = _concrete() and input_ids.numel() > 0
         check_text_inputs(self.config, tuple(input_ids.shape),
-                          tuple(int(v) for v in torch.aminmax(input_ids)) if concrete else None)
+                          tuple(int(v) for v in torch.aminmax(input_ids)) if concrete else None,
+                          dtype=input_ids.dtype)
         if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected the shape of "
                              f"input_ids {tuple(input_ids.shape)}")
