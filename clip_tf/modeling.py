@@ -10,7 +10,7 @@ traces into the caller's graph. The API is transformers 4.57's ``TFCLIPModel`` a
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import tensorflow as tf

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
-clip_tf = pytest.importorskip("clip_tf")
 
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
 from clip_core.weights import init_state, param_table, tf_name  # noqa: E402
@@ -408,8 +407,9 @@ def test_xla_equals_eager_and_compiled_functions_are_cached(fixture_model):
     assert len(model._compiled.functions) == count
     assert compare_outputs(compiled, eager) >= 18  # 4 + 2 x 2 pooled/last + 2 x (3 states + 2 attentions)
     # position_ids and a non-square image through interpolate_pos_encoding, compiled and eager
-    inputs = dict(input_ids=expected["input_ids"], pixel_values=np.tile(expected["pixel_values"], (1, 1, 2, 1))[..., :27],
-                  position_ids=np.arange(16)[::-1][None].copy(), interpolate_pos_encoding=True)
+    tall = np.tile(expected["pixel_values"], (1, 1, 2, 1))[..., :27]  # 64 x 27: an 8 x 3 grid
+    inputs = dict(input_ids=expected["input_ids"], pixel_values=tall, position_ids=np.arange(16)[::-1][None].copy(),
+                  interpolate_pos_encoding=True)
     compiled = model(**inputs)
     try:
         model.jit_compile = False
