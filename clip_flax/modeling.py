@@ -127,8 +127,8 @@ class CLIPEncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, hidden_states, bias=None, deterministic: bool = True):
         norm = functools.partial(nn.LayerNorm, epsilon=self.config.layer_norm_eps, dtype=self.dtype)
-        attn, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(norm(name="layer_norm1")(hidden_states),
-                                                                               bias, deterministic)
+        attn, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(
+            norm(name="layer_norm1")(hidden_states), bias, deterministic)
         hidden_states = hidden_states + attn
         hidden_states = hidden_states + CLIPMLP(self.config, self.dtype, name="mlp")(
             norm(name="layer_norm2")(hidden_states))
@@ -223,7 +223,8 @@ class CLIPVisionTransformer(nn.Module):
                  deterministic: bool = True):
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=self.dtype)
-        hidden_states = norm(name="pre_layrnorm")(CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values))
+        hidden_states = CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values)
+        hidden_states = norm(name="pre_layrnorm")(hidden_states)
         last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
             hidden_states, None, output_attentions, output_hidden_states, deterministic)
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=norm(name="post_layernorm")(last[:, 0]),
@@ -411,9 +412,11 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
             raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
                              f"input_ids {np.shape(input_ids)}")
         if position_ids is not None:
-            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != np.shape(input_ids)[1]:
-                raise ValueError(f"position_ids must have shape (batch, {np.shape(input_ids)[1]}) matching "
-                                 f"input_ids, found shape {np.shape(position_ids)}")
+            batch, length = np.shape(input_ids)
+            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != length or \
+                    np.shape(position_ids)[0] not in (1, batch):
+                raise ValueError(f"position_ids must have shape ({batch} or 1, {length}) matching input_ids, "
+                                 f"found shape {np.shape(position_ids)}")
             positions = _concrete(position_ids)
             if positions is not None and positions.size:
                 low, high = int(positions.min()), int(positions.max())

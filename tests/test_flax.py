@@ -87,7 +87,7 @@ def test_fixture_outputs_from_each_weight_file(hf_fixture, weight_file, tmp_path
     model = FlaxCLIPModel.from_pretrained(single_format_dir(hf_fixture, weight_file, tmp_path))
     out = model(pixel_values=exp["pixel_values"], return_loss=True, **text)
     assert isinstance(out, CLIPOutput)
-    for prefix in ("flax", "pt"):
+    for prefix in ("flax", "pt", "tf"):
         assert_close(out.logits_per_image, exp[f"{prefix}_logits_per_image"], STATE_TOL, f"{prefix} logits")
         assert_close(out.logits_per_text, exp[f"{prefix}_logits_per_image"].T, STATE_TOL, f"{prefix} logits_per_text")
         assert_close(out.text_embeds, exp[f"{prefix}_text_embeds"], EMBED_TOL, f"{prefix} text_embeds")
@@ -155,8 +155,8 @@ LIVE_CONFIGS = {
     "odd-heads-gelu-first-eos": dict(
         projection_dim=12,
         text_config=dict(vocab_size=99, hidden_size=30, intermediate_size=44, num_hidden_layers=2,
-                         num_attention_heads=3, max_position_embeddings=12, hidden_act="gelu", eos_token_id=98,
-                         bos_token_id=97, pad_token_id=0),
+                         num_attention_heads=3, max_position_embeddings=12, hidden_act="gelu", eos_token_id=5,
+                         bos_token_id=4, pad_token_id=0),
         vision_config=dict(hidden_size=40, intermediate_size=28, num_hidden_layers=2, num_attention_heads=5,
                            image_size=24, patch_size=6, hidden_act="quick_gelu")),
     "legacy-eos-quick-gelu": dict(
@@ -177,12 +177,14 @@ def _perturbed(params, seed):
 
 
 def _text_batch(cfg: CLIPTextConfig, seed, batch=3):
-    """Right-padded ids: rows of different lengths ending in the pooling token, position_ids reversed."""
+    """Right-padded ids: rows of different lengths ending in the pooling token, position_ids reversed. With
+    ``eos_token_id`` 2 the end token is the highest id (the legacy argmax rule); otherwise ids above it occur."""
     rng = np.random.default_rng(seed)
     seq = cfg.max_position_embeddings
     legacy = cfg.eos_token_id == 2
     eos = cfg.vocab_size - 1 if legacy else cfg.eos_token_id
-    ids = rng.integers(3, cfg.vocab_size - 3, size=(batch, seq))
+    ids = rng.choice(np.setdiff1d(np.arange(3, cfg.vocab_size), [eos, cfg.bos_token_id, cfg.pad_token_id]),
+                     size=(batch, seq))
     mask = np.zeros((batch, seq), np.int32)
     for row, length in enumerate([seq, seq // 2, 3][:batch]):
         ids[row, length - 1] = eos
@@ -562,6 +564,7 @@ def test_bad_inputs_name_the_argument():
         (dict(attention_mask=mask[:, :3]), "attention_mask"),
         (dict(position_ids=np.full(ids.shape, 77)), "position_ids"),
         (dict(position_ids=np.arange(3)[None]), "position_ids"),
+        (dict(position_ids=np.zeros((2, ids.shape[1]), np.int32)), "position_ids"),
         (dict(pixel_values=np.where(np.arange(32) == 3, np.nan, pixels)), "pixel_values contains NaN"),
         (dict(pixel_values=jnp.asarray(pixels).at[0, 0, 0, 0].set(jnp.inf)), "pixel_values contains NaN"),
         (dict(pixel_values=np.transpose(pixels, (0, 2, 3, 1))), "channels"),
