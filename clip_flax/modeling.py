@@ -407,7 +407,8 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
             raise ValueError("input_ids is required: you have to specify input_ids")
         ids = _concrete(input_ids)
         check_text_inputs(config, np.shape(input_ids),
-                          (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None)
+                          (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None,
+                          dtype=getattr(input_ids, "dtype", None))
         if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
             raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
                              f"input_ids {np.shape(input_ids)}")
