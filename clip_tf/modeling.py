@@ -292,6 +292,11 @@ def _signature(method) -> inspect.Signature:
     return _SIGNATURES[function]
 
 
+def _dtype_of(value):
+    """The dtype an input came with (before conversion), for the checks' messages."""
+    return value.dtype if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)) else np.asarray(value).dtype
+
+
 def _output_classes(out):
     """The ModelOutput classes in a (nested) output, to rebuild it from the plain dicts a tf.function returns."""
     if isinstance(out, ModelOutput):
@@ -438,10 +443,11 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
             kwargs, args = {**args[0], **kwargs}, ()
         signature = _signature(method)
         arguments = signature.bind(*args, **kwargs).arguments
-        tensors = {name: self._convert(name, arguments.pop(name))
-                   for name in _TENSOR_ARGS if arguments.get(name) is not None}
+        given = {name: arguments.pop(name) for name in _TENSOR_ARGS if arguments.get(name) is not None}
+        ids_dtype = _dtype_of(given["input_ids"]) if "input_ids" in given else None
+        tensors = {name: self._convert(name, value) for name, value in given.items()}
         eager = tf.executing_eagerly()
-        self._check_inputs(tensors, arguments, eager, signature.parameters)
+        self._check_inputs(tensors, arguments, eager, signature.parameters, ids_dtype)
         return_dict = arguments.pop("return_dict", None)
         if eager and self.jit_compile:
             key = (method.__name__, tuple(sorted(arguments.items())),
@@ -465,19 +471,20 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         if name == "labels" and not (np.issubdtype(value.dtype, np.integer) or value.dtype == object):
             raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype}")
         if name in _INT_ARGS:
-            if value.size and (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
+            if np.issubdtype(value.dtype, np.integer) and value.size and \
+                    (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
                 raise ValueError(f"{name} holds values outside the int32 range")
             return tf.constant(value.astype(np.int32, copy=False))
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
             raise ValueError(f"{name} must be numeric, got dtype {value.dtype}")
         return tf.constant(value, dtype=self.dtype)
 
-    def _check_inputs(self, tensors, arguments, eager, parameters):
+    def _check_inputs(self, tensors, arguments, eager, parameters, ids_dtype=None):
         """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete
         (eager), not while a caller's ``tf.function`` traces."""
         ids, pixels = tensors.get("input_ids"), tensors.get("pixel_values")
         if "input_ids" in parameters:
-            self._check_text(ids, tensors.get("attention_mask"), tensors.get("position_ids"), eager)
+            self._check_text(ids, tensors.get("attention_mask"), tensors.get("position_ids"), eager, ids_dtype)
         if "pixel_values" in parameters:
             self._check_vision(pixels, bool(arguments.get("interpolate_pos_encoding")), eager)
         if ids is not None and pixels is not None and None not in (ids.shape[0], pixels.shape[0]):
@@ -491,16 +498,16 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
                 raise ValueError(f"labels must lie in [0, {num_labels}) (or be -100), found values in "
                                  f"[{values.min()}, {values.max()}]")
 
-    def _check_text(self, ids, attention_mask, position_ids, eager):
+    def _check_text(self, ids, attention_mask, position_ids, eager, dtype=None):
         if ids is None:
             raise ValueError("input_ids is required: you have to specify input_ids")
         if ids.shape.rank is None:
             raise ValueError("input_ids must have a known rank: (batch, sequence_length)")
-        id_range = None
+        shape = [1 if d is None else d for d in ids.shape]  # unknown sizes (a caller's dynamic signature) pass
+        check_text_inputs(self.text_config, shape, dtype=dtype)  # dtype and shape before looking at values
         if eager and ids.shape.num_elements():
             values = ids.numpy()
-            id_range = (int(values.min()), int(values.max()))
-        check_text_inputs(self.text_config, [0 if d is None else d for d in ids.shape], id_range)
+            check_text_inputs(self.text_config, shape, (int(values.min()), int(values.max())))
         for name, other in (("attention_mask", attention_mask), ("position_ids", position_ids)):
             if other is not None and (other.shape.rank != 2 or None not in (other.shape[1], ids.shape[1])
                                       and other.shape[1] != ids.shape[1]):
@@ -522,7 +529,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         if len(shape) == 4:  # unknown sizes (a caller's dynamic signature) stand for the expected ones
             if interpolate and None in shape[2:]:
                 raise ValueError("interpolate_pos_encoding=True needs pixel_values of a known height and width")
-            fill = (0, config.num_channels, config.image_size, config.image_size)
+            fill = (1, config.num_channels, config.image_size, config.image_size)
             shape = [f if d is None else d for d, f in zip(shape, fill)]
         finite = None
         if eager and pixels.shape.num_elements():

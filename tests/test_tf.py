@@ -554,6 +554,12 @@ def test_errors_name_the_culprit(fixture_model):
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             model(**kwargs)
+    with pytest.raises(ValueError, match="input_ids.*empty"):
+        model(input_ids=ids[:0], pixel_values=pixels)
+    with pytest.raises(TypeError, match="input_ids.*float32"):
+        model(input_ids=tf.constant(ids, tf.float32), pixel_values=pixels)
+    with pytest.raises(TypeError, match="input_ids.*float64"):
+        model(input_ids=ids.astype(np.float64).tolist(), pixel_values=pixels)
     with pytest.raises(TypeError):
         model(input_ids=ids, pixel_values=pixels, not_an_argument=1)
     classifier = TFCLIPForImageClassification(CLIPConfig.preset("tiny"), seed=0)
