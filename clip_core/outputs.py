@@ -17,8 +17,11 @@ class ModelOutput(OrderedDict):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        if args:
-            raise TypeError(f"{type(self).__name__} takes keyword arguments only")
+        if len(args) > 1:
+            raise TypeError(f"{type(self).__name__} takes at most one positional argument (a mapping or an "
+                            f"iterable of (key, value) pairs), got {len(args)}")
+        if args:  # as dict(...): frameworks (tf.nest, pytree flattening) rebuild outputs this way
+            kwargs = {**dict(args[0]), **kwargs}
         unknown = set(kwargs) - set(self._fields)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected fields {sorted(unknown)}")
