@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# Photo-like (width, height): phone and camera shapes, landscape and portrait.
-PHOTO_SIZES = [(640, 480), (480, 640), (800, 600), (1024, 768), (500, 375), (1280, 720), (720, 1280), (600, 400),
-               (375, 500), (1000, 667)]
+# Photo sizes (width, height) of the datasets CLIP is run on: ImageNet (about 500x375), COCO (640x480), the fixture
+# photos' own sizes, landscape and portrait, plus a few larger ones.
+PHOTO_SIZES = [(500, 375), (375, 500), (640, 480), (480, 640), (451, 300), (512, 600), (500, 333), (640, 427),
+               (800, 600), (1024, 768)]
 
 
 def _shared_dir() -> Path:
