@@ -47,17 +47,20 @@ def resolve_file(path_or_repo: str | os.PathLike, filename: str, *, required: bo
         raise FileNotFoundError(
             f"{name} is not a local directory; install huggingface_hub (pip install 'triclip[hub]') to load it "
             "from the Hub") from None
+    # read at call time: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    where = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline else ""
     try:
         return Path(huggingface_hub.hf_hub_download(name, filename, revision=revision, cache_dir=cache_dir,
-                                                    token=token))
+                                                    token=token, local_files_only=offline))
     except EntryNotFoundError:
         if required:
-            raise FileNotFoundError(f"{filename} not found in the Hub repo {name}") from None
+            raise FileNotFoundError(f"{filename} not found in the Hub repo {name}{where}") from None
         return None
     except Exception as err:  # offline, unknown repo, network failure: one clear OSError
-        if not required and "offline" not in str(err).lower():
+        if not required:  # the caller tries other names and reports what it looked for
             return None
-        raise FileNotFoundError(f"could not fetch {filename} from the Hub repo {name}: {err}") from None
+        raise FileNotFoundError(f"could not fetch {filename} from the Hub repo {name}{where}: {err}") from None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

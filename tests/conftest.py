@@ -14,6 +14,7 @@ from pathlib import Path
 # triclip itself never imports Keras.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 
 import numpy as np
 import pytest
