@@ -31,15 +31,16 @@ import json
 import logging
 import os
 import re
-import tempfile
 import unicodedata
 import warnings
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import regex
 
+from .hub import resolve_file, write_atomic
 from .tensors import BatchEncoding, check_return_tensors, to_tensor
 
 __all__ = ["CLIPTokenizer", "CLIPTokenizerFast", "bytes_to_unicode", "openai_clean"]
@@ -326,66 +327,14 @@ def _router() -> _Router:
 
 
 def _resolve_file(path_or_repo: str | os.PathLike, filename: str, required: bool = True) -> str | None:
-    """The local path of ``filename`` in a local folder or a Hugging Face Hub repo id.
-
-    A string that is not an existing directory is treated as a Hub repo id and fetched with
-    ``huggingface_hub.hf_hub_download`` (``HF_HUB_OFFLINE`` set: cache only). Returns ``None`` for a missing file when
-    ``required`` is false; otherwise a missing file raises ``FileNotFoundError`` (local) or ``OSError`` (Hub) naming it.
-    """
-    source = os.fspath(path_or_repo)
-    if os.path.isdir(source):
-        path = os.path.join(source, filename)
-        if os.path.isfile(path):
-            return path
-        if required:
-            raise FileNotFoundError(f"{filename} not found in {source} (no file {path})")
-        return None
-    looks_local = os.path.exists(source) or source.startswith((".", "/", "~", "\\")) or source.count("/") > 1
-    if looks_local or not source:
-        raise FileNotFoundError(f"tokenizer directory not found: {source!r}")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise OSError(
-            f"{source!r} is not a local directory, and huggingface_hub is not installed to download {filename} from "
-            "the Hub repo of that name (pip install huggingface-hub)"
-        ) from None
-    try:
-        from huggingface_hub import errors as hub_errors
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        from huggingface_hub import utils as hub_errors
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    try:
-        return hf_hub_download(repo_id=source, filename=filename, local_files_only=offline)
-    except hub_errors.LocalEntryNotFoundError as err:
-        if not required:
-            return None
-        raise OSError(
-            f"cannot get {filename} of Hub repo {source!r}: not in the local cache"
-            + (" and HF_HUB_OFFLINE is set" if offline else " and the Hub could not be reached")
-        ) from err
-    except hub_errors.EntryNotFoundError as err:
-        if not required:
-            return None
-        raise OSError(f"Hub repo {source!r} has no file {filename}") from err
-    except (hub_errors.RepositoryNotFoundError, hub_errors.HFValidationError) as err:
-        raise OSError(f"{source!r} is neither a local directory nor a Hub repo id that could be found") from err
-    except OSError as err:
-        raise OSError(f"cannot download {filename} from Hub repo {source!r}: {err}") from err
+    """``clip_core.hub.resolve_file`` as a string path (a local folder or a Hub repo id)."""
+    path = resolve_file(path_or_repo, filename, required=required)
+    return None if path is None else str(path)
 
 
 def _atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` as UTF-8 through a temporary sibling and ``os.replace`` (``clip_core.hub.write_atomic``)."""
+    write_atomic(Path(path), text.encode("utf-8"))
 
 
 def _require_file(path: str | os.PathLike, what: str) -> str:

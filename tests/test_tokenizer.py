@@ -21,20 +21,11 @@ from hypothesis import strategies as st
 
 from clip_core.tokenizer import CLIPTokenizer, CLIPTokenizerFast, _resolve_file, _router
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TRICLIP_SHARED", ROOT.parent / "shared"))
+from tests.conftest import ROOT
+from tests.conftest import shared_path as shared
+
 CLASSES = [CLIPTokenizer, CLIPTokenizerFast]
 BOS, EOS = 49406, 49407
-
-
-def shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        message = f"reference data missing: {path} (set TRICLIP_SHARED to the shared folder)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
