@@ -17,16 +17,13 @@ from PIL import Image
 import clip_core.image_processing as ip
 from clip_core.image_processing import CLIPFeatureExtractor, CLIPImageProcessor
 
-SHARED = Path(os.environ.get("TRICLIP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+from tests.conftest import SHARED, shared_path
+
 IMAGES_DIR = SHARED / "fixtures" / "images-hf"
 
 
 def _require_fixtures() -> Path:
-    if not (IMAGES_DIR / "expected_pixel_values.npz").is_file():
-        message = f"reference fixtures not found in {IMAGES_DIR} (set TRICLIP_SHARED)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    shared_path("fixtures", "images-hf", "expected_pixel_values.npz")
     return IMAGES_DIR
 
 

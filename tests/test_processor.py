@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,15 @@ from PIL import Image
 from clip_core.image_processing import CLIPImageProcessor
 from clip_core.processor import CLIPProcessor
 
-SHARED = Path(os.environ.get("TRICLIP_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+from tests.conftest import SHARED, shared_path
+
 BPE_DIR = SHARED / "data" / "clip-bpe"
 TEXTS = ["a photo of a cat", "a dog", "Grace Hopper in uniform, 1984"]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    if not (BPE_DIR / "vocab.json").is_file():
-        message = f"CLIP vocabulary not found in {BPE_DIR} (set TRICLIP_SHARED)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    shared_path("data", "clip-bpe", "vocab.json")
     from clip_core.tokenizer import CLIPTokenizerFast
 
     return CLIPTokenizerFast.from_pretrained(BPE_DIR)
