@@ -323,29 +323,40 @@ def _read_bf16_safetensors(path: Path, names: Sequence[str]) -> dict[str, np.nda
     return out
 
 
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                       "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
+                       "U8": np.uint8, "BOOL": np.bool_}
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a ``.safetensors`` file by its stored name (one copy in memory; bfloat16 -> float32)."""
+    """Every tensor of a ``.safetensors`` file by its stored name (bfloat16 widened to float32).
+
+    The arrays are copy-on-write views of the file mapped into memory, as transformers loads it: nothing is read
+    until used, the pages stay the operating system's file cache, and writing to an array changes only this
+    process's copy. (Savers write to a new file and rename it, so a mapped file is never overwritten in place.)
+    """
     from safetensors import safe_open
 
     path = Path(path)
     state: dict[str, np.ndarray] = {}
     with reading(path, "safetensors file"):
         with open(path, "rb") as handle:  # our own header check first: clearer errors than the library's
-            _safetensors_header(handle, path)
-        bf16 = []
-        with safe_open(str(path), framework="np") as archive:
+            header, start = _safetensors_header(handle, path)
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        with safe_open(str(path), framework="np") as archive:  # the library validates every offset and shape
             names = list(archive.keys())
             dtypes = {name: archive.get_slice(name).get_dtype() for name in names}
-            bar = _progress(path.stat().st_size, f"reading {path.name}")
-            try:
-                for name in names:
-                    if dtypes[name] == "BF16":
-                        bf16.append(name)
-                        continue
-                    state[name] = archive.get_tensor(name)
-                    bar.update(state[name].nbytes)
-            finally:
-                bar.close()
+            bf16 = [name for name in names if dtypes[name] == "BF16"]
+            for name in names:
+                if name in bf16:
+                    continue
+                dtype = np.dtype(_SAFETENSORS_DTYPES.get(dtypes[name], np.uint8))
+                shape = tuple(int(d) for d in header[name]["shape"])
+                offset = start + int(header[name]["data_offsets"][0])
+                if dtypes[name] not in _SAFETENSORS_DTYPES or offset % dtype.itemsize or not math.prod(shape):
+                    state[name] = archive.get_tensor(name)  # unusual dtype, misaligned or empty: read it
+                else:
+                    state[name] = np.frombuffer(mapped, dtype, math.prod(shape), offset).reshape(shape)
         if bf16:
             state.update(_read_bf16_safetensors(path, bf16))
     return {name: state[name] for name in names}
@@ -616,7 +627,14 @@ def write_safetensors(path: str | os.PathLike, state: Mapping[str, np.ndarray],
     from safetensors.numpy import save_file
 
     tensors = {name: _contiguous(value) for name, value in state.items()}
-    save_file(tensors, str(path), metadata=dict(metadata or {"format": "pt"}))
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")  # then renamed: a model mapping the old file keeps it intact
+    try:
+        save_file(tensors, str(partial), metadata=dict(metadata or {"format": "pt"}))
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink()
 
 
 def write_pytorch(path: str | os.PathLike, state: Mapping[str, np.ndarray]) -> None:

@@ -52,10 +52,38 @@ def attention_bias(attention_mask, seq_len: int, causal: bool, dtype):
     return jnp.where(allowed, 0.0, jnp.finfo(dtype).min).astype(dtype)
 
 
+def pool_index(input_ids, eos_token_id: int):
+    """Each row's pooled position: its first ``eos_token_id`` (legacy ``eos_token_id == 2``: ``argmax(input_ids)``)."""
+    return jnp.argmax(input_ids if eos_token_id == 2 else input_ids == eos_token_id, axis=-1)
+
+
 def pool_text(last_hidden_state, input_ids, eos_token_id: int):
-    """Each row's state at its first ``eos_token_id`` (legacy ``eos_token_id == 2``: at ``argmax(input_ids)``)."""
-    index = jnp.argmax(input_ids if eos_token_id == 2 else input_ids == eos_token_id, axis=-1)
-    return jnp.take_along_axis(last_hidden_state, index[:, None, None], axis=1)[:, 0]
+    """Each row's state at its pooled position (:func:`pool_index`)."""
+    return take_rows(last_hidden_state, pool_index(input_ids, eos_token_id))[:, 0]
+
+
+def take_rows(x, index, axis: int = 1):
+    """``x`` at position ``index[b]`` of ``axis`` in each batch row ``b``, that axis kept (of size 1); ``x`` may
+    have a batch of 1 (an attention bias shared by the batch)."""
+    return jnp.take_along_axis(x, index.reshape(-1, *(1,) * (x.ndim - 1)), axis=axis)
+
+
+def trim_text(input_ids, attention_mask, position_ids, eos_token_id: int):
+    """The (concrete) text inputs without the columns after the batch's last pooled position, which cannot change a
+    pooled state: the causal mask keeps every token from attending to later ones. The kept length is rounded up to a
+    power of two (at least 8, at most the given length), so the jitted apply sees few lengths. Unchanged when a
+    row's pooled token sees no unmasked token (its attention would then spread over every position)."""
+    ids = np.asarray(input_ids)
+    index = (ids if eos_token_id == 2 else ids == eos_token_id).argmax(axis=-1)  # pool_index, in numpy
+    given = ids.shape[1]
+    length = min(given, max(8, 1 << int(index.max()).bit_length()))
+    if length == given:
+        return input_ids, attention_mask, position_ids
+    if attention_mask is not None:
+        seen = (np.asarray(attention_mask)[:, :length] != 0) & (np.arange(length) <= index[:, None])
+        if not seen.any(axis=1).all():
+            return input_ids, attention_mask, position_ids
+    return tuple(None if x is None else x[:, :length] for x in (input_ids, attention_mask, position_ids))
 
 
 def interpolate_pos_encoding(position_embedding, grid_h: int, grid_w: int):
@@ -88,19 +116,24 @@ class CLIPAttention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states, bias=None, deterministic: bool = True):
+    def __call__(self, hidden_states, bias=None, deterministic: bool = True, queries=None):
+        """Every token attends to every token; with ``queries`` (``[batch, q, d]``) only those attend."""
         cfg = self.config
         b, n, d = hidden_states.shape
         heads = cfg.num_attention_heads
         head_dim = d // heads
-        q, k, v = (nn.Dense(d, dtype=self.dtype, name=f"{x}_proj")(hidden_states).reshape(b, n, heads, head_dim)
-                   for x in "qkv")
+
+        def project(x, name):
+            return nn.Dense(d, dtype=self.dtype, name=name)(x).reshape(b, -1, heads, head_dim)
+
+        q = project(hidden_states if queries is None else queries, "q_proj")
+        k, v = project(hidden_states, "k_proj"), project(hidden_states, "v_proj")
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
         if bias is not None:
             scores = scores + bias
         probs = jax.nn.softmax(scores, axis=-1)
         dropped = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v).reshape(b, n, d)
+        out = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v).reshape(b, -1, d)
         return nn.Dense(d, dtype=self.dtype, name="out_proj")(out), probs
 
 
@@ -125,10 +158,14 @@ class CLIPEncoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states, bias=None, deterministic: bool = True):
+    def __call__(self, hidden_states, bias=None, deterministic: bool = True, rows=None):
+        """With ``rows`` (one position per batch row) only those rows' outputs are computed: ``[batch, 1, d]``."""
         norm = functools.partial(nn.LayerNorm, epsilon=self.config.layer_norm_eps, dtype=self.dtype)
-        attn, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(
-            norm(name="layer_norm1")(hidden_states), bias, deterministic)
+        normed, queries = norm(name="layer_norm1")(hidden_states), None
+        if rows is not None:  # the wanted rows still attend to every token
+            hidden_states, queries = take_rows(hidden_states, rows), take_rows(normed, rows)
+            bias = None if bias is None else take_rows(bias, rows, axis=2)
+        attn, probs = CLIPAttention(self.config, self.dtype, name="self_attn")(normed, bias, deterministic, queries)
         hidden_states = hidden_states + attn
         hidden_states = hidden_states + CLIPMLP(self.config, self.dtype, name="mlp")(
             norm(name="layer_norm2")(hidden_states))
@@ -143,13 +180,15 @@ class CLIPEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
-                 deterministic: bool = True):
-        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``."""
+                 deterministic: bool = True, rows=None):
+        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
+        computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
         layers = self.scope.push("layers", reuse=True)  # a ModuleList's place in the tree: encoder/layers/0/...
         states, attentions = (hidden_states,), ()
+        last = self.config.num_hidden_layers - 1
         for i in range(self.config.num_hidden_layers):
             layer = CLIPEncoderLayer(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
-            hidden_states, probs = layer(hidden_states, bias, deterministic)
+            hidden_states, probs = layer(hidden_states, bias, deterministic, rows if i == last else None)
             states, attentions = states + (hidden_states,), attentions + (probs,)
         return (hidden_states, states if output_hidden_states else None,
                 attentions if output_attentions else None)
@@ -200,15 +239,19 @@ class CLIPTextTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, deterministic: bool = True):
+                 output_hidden_states=False, deterministic: bool = True, pooled_only: bool = False):
+        """With ``pooled_only`` only ``pooler_output`` is computed (and returned): the last layer runs on the pooled
+        rows alone."""
         cfg = self.config
         hidden_states = CLIPTextEmbeddings(cfg, name="embeddings")(input_ids, position_ids)
         bias = attention_bias(attention_mask, input_ids.shape[1], True, jnp.float32)
+        index = pool_index(input_ids, cfg.eos_token_id)
         last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
-            hidden_states, bias, output_attentions, output_hidden_states, deterministic)
+            hidden_states, bias, output_attentions, output_hidden_states, deterministic, index if pooled_only else None)
         last = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(last)
-        return BaseModelOutputWithPooling(last_hidden_state=last,
-                                          pooler_output=pool_text(last, input_ids, cfg.eos_token_id),
+        if pooled_only:
+            return BaseModelOutputWithPooling(pooler_output=last[:, 0])
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=take_rows(last, index)[:, 0],
                                           hidden_states=states, attentions=attentions)
 
 
@@ -220,13 +263,18 @@ class CLIPVisionTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False,
-                 deterministic: bool = True):
+                 deterministic: bool = True, pooled_only: bool = False):
+        """With ``pooled_only`` only ``pooler_output`` is computed (and returned): the last layer runs on the class
+        token alone."""
         cfg = self.config
         norm = functools.partial(nn.LayerNorm, epsilon=cfg.layer_norm_eps, dtype=self.dtype)
         hidden_states = CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values)
         hidden_states = norm(name="pre_layrnorm")(hidden_states)
+        rows = jnp.zeros(hidden_states.shape[:1], jnp.int32) if pooled_only else None
         last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
-            hidden_states, None, output_attentions, output_hidden_states, deterministic)
+            hidden_states, None, output_attentions, output_hidden_states, deterministic, rows)
+        if pooled_only:
+            return BaseModelOutputWithPooling(pooler_output=norm(name="post_layernorm")(last[:, 0]))
         return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=norm(name="post_layernorm")(last[:, 0]),
                                           hidden_states=states, attentions=attentions)
 
@@ -556,9 +604,12 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
     def get_text_features(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None,
                           train: bool = False):
         """Projected, unnormalised text features ``[batch, projection_dim]``."""
-        return self._run(self._text_features,
-                         self._text_inputs(self.config.text_config, input_ids, attention_mask, position_ids),
-                         params, dropout_rng, train)
+        config = self.config.text_config
+        inputs = self._text_inputs(config, input_ids, attention_mask, position_ids)
+        if not any(_traced(x) for x in (input_ids, attention_mask, position_ids)):  # values known: cut what can't count
+            cut = trim_text(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], config.eos_token_id)
+            inputs = dict(zip(("input_ids", "attention_mask", "position_ids"), cut))
+        return self._run(self._text_features, inputs, params, dropout_rng, train)
 
     def get_image_features(self, pixel_values, params=None, dropout_rng=None, train: bool = False,
                            interpolate_pos_encoding: bool = False):
@@ -569,12 +620,14 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
 
     @staticmethod
     def _text_features(module, input_ids, attention_mask, position_ids, deterministic):
-        pooled = module.text_model(input_ids, attention_mask, position_ids, deterministic=deterministic).pooler_output
+        pooled = module.text_model(input_ids, attention_mask, position_ids, deterministic=deterministic,
+                                   pooled_only=True).pooler_output
         return module.text_projection(pooled)
 
     @staticmethod
     def _image_features(module, pixel_values, deterministic):
-        return module.visual_projection(module.vision_model(pixel_values, deterministic=deterministic).pooler_output)
+        pooled = module.vision_model(pixel_values, deterministic=deterministic, pooled_only=True).pooler_output
+        return module.visual_projection(pooled)
 
     def __call__(self, input_ids, pixel_values, attention_mask=None, position_ids=None, params=None,
                  dropout_rng=None, train: bool = False, output_attentions=None, output_hidden_states=None,

@@ -56,13 +56,42 @@ def attention_bias(attention_mask, seq_len, causal: bool, dtype=tf.float32):
     return tf.where(allowed, tf.zeros((), dtype), tf.constant(dtype.min, dtype))
 
 
-def pool_text(last_hidden_state, input_ids, eos_token_id: int):
-    """Each row's state at its first ``eos_token_id`` (legacy ``eos_token_id == 2``: at ``argmax(input_ids)``)."""
+def pool_index(input_ids, eos_token_id: int):
+    """Each row's pooled position: its first ``eos_token_id`` (legacy ``eos_token_id == 2``: ``argmax(input_ids)``)."""
     if eos_token_id == 2:
-        index = tf.argmax(input_ids, axis=-1, output_type=tf.int32)
-    else:
-        index = tf.argmax(tf.cast(tf.equal(input_ids, eos_token_id), tf.int32), axis=-1, output_type=tf.int32)
-    return tf.gather(last_hidden_state, index, batch_dims=1)
+        return tf.argmax(input_ids, axis=-1, output_type=tf.int32)
+    return tf.argmax(tf.cast(tf.equal(input_ids, eos_token_id), tf.int32), axis=-1, output_type=tf.int32)
+
+
+def pool_text(last_hidden_state, input_ids, eos_token_id: int):
+    """Each row's state at its pooled position (:func:`pool_index`)."""
+    return take_rows(last_hidden_state, pool_index(input_ids, eos_token_id))[:, 0]
+
+
+def take_rows(x, index, axis: int = 1):
+    """``x`` at position ``index[b]`` of ``axis`` in each batch row ``b``, that axis kept (of size 1); ``x`` may
+    have a batch of 1 (an attention bias shared by the batch)."""
+    if x.shape[0] == 1:
+        x = tf.broadcast_to(x, tf.concat([tf.shape(index)[:1], tf.shape(x)[1:]], axis=0))
+    return tf.gather(x, index[:, None], axis=axis, batch_dims=1)
+
+
+def trim_text(input_ids, attention_mask, position_ids, eos_token_id: int):
+    """The (eager) text inputs without the columns after the batch's last pooled position, which cannot change a
+    pooled state: the causal mask keeps every token from attending to later ones. The kept length is rounded up to a
+    power of two (at least 8, at most the given length), so the compiled functions see few lengths. Unchanged when
+    a row's pooled token sees no unmasked token (its attention would then spread over every position)."""
+    ids = input_ids.numpy()
+    index = (ids if eos_token_id == 2 else ids == eos_token_id).argmax(axis=-1)  # pool_index, in numpy
+    given = ids.shape[1]
+    length = min(given, max(8, 1 << int(index.max()).bit_length()))
+    if length == given:
+        return input_ids, attention_mask, position_ids
+    if attention_mask is not None:
+        seen = (attention_mask.numpy()[:, :length] != 0) & (np.arange(length) <= index[:, None])
+        if not seen.any(axis=1).all():
+            return input_ids, attention_mask, position_ids
+    return tuple(None if x is None else x[:, :length] for x in (input_ids, attention_mask, position_ids))
 
 
 def interpolate_pos_encoding(position_embedding, grid_h: int, grid_w: int):
@@ -123,13 +152,15 @@ class CLIPAttention(tf.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.dropout = config.attention_dropout
 
-    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False):
+    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False, queries=None):
+        """Every token attends to every token; with ``queries`` (``[batch, q, d]``) only those attend."""
         batch = tf.shape(hidden_states)[0]
 
-        def heads(name):
-            return tf.reshape(_dense(hidden_states, self.params, name), (batch, -1, self.num_heads, self.head_dim))
+        def heads(x, name):
+            return tf.reshape(_dense(x, self.params, name), (batch, -1, self.num_heads, self.head_dim))
 
-        query, key, value = heads("q_proj"), heads("k_proj"), heads("v_proj")
+        query = heads(hidden_states if queries is None else queries, "q_proj")
+        key, value = heads(hidden_states, "k_proj"), heads(hidden_states, "v_proj")
         scores = tf.cast(tf.einsum("bqhd,bkhd->bhqk", query, key), tf.float32) * self.head_dim ** -0.5
         if bias is not None:
             scores = scores + bias
@@ -162,9 +193,13 @@ class CLIPEncoderLayer(tf.Module):
         self.self_attn = CLIPAttention(config, params, f"{prefix}.self_attn")
         self.mlp = CLIPMLP(config, params, f"{prefix}.mlp")
 
-    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False):
-        attn, probs = self.self_attn(_layer_norm(hidden_states, self.params, "layer_norm1", self.eps), bias,
-                                     output_attentions, training)
+    def __call__(self, hidden_states, bias=None, output_attentions=False, training=False, rows=None):
+        """With ``rows`` (one position per batch row) only those rows' outputs are computed: ``[batch, 1, d]``."""
+        normed, queries = _layer_norm(hidden_states, self.params, "layer_norm1", self.eps), None
+        if rows is not None:  # the wanted rows still attend to every token
+            hidden_states, queries = take_rows(hidden_states, rows), take_rows(normed, rows)
+            bias = None if bias is None else take_rows(bias, rows, axis=2)
+        attn, probs = self.self_attn(normed, bias, output_attentions, training, queries)
         hidden_states = hidden_states + attn
         hidden_states = hidden_states + self.mlp(_layer_norm(hidden_states, self.params, "layer_norm2", self.eps))
         return hidden_states, probs
@@ -179,12 +214,14 @@ class CLIPEncoder(tf.Module):
                        for i in range(config.num_hidden_layers)]
 
     def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
-                 training=False):
-        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``."""
+                 training=False, rows=None):
+        """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
+        computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
         states = [hidden_states] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
-            hidden_states, probs = layer(hidden_states, bias, output_attentions, training)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            hidden_states, probs = layer(hidden_states, bias, output_attentions, training, rows if i == last else None)
             if output_hidden_states:
                 states.append(hidden_states)
             if output_attentions:
@@ -247,14 +284,18 @@ class CLIPTextTransformer(tf.Module):
         self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
-                 output_hidden_states=False, training=False):
+                 output_hidden_states=False, training=False, pooled_only=False):
+        """With ``pooled_only`` only ``pooler_output`` is computed (and returned): the last layer runs on the pooled
+        rows alone."""
         hidden_states = self.embeddings(input_ids, position_ids)
         bias = attention_bias(attention_mask, tf.shape(input_ids)[1], causal=True)
+        index = pool_index(input_ids, self.config.eos_token_id)
         last, states, attentions = self.encoder(hidden_states, bias, output_attentions, output_hidden_states,
-                                                training)
+                                                training, index if pooled_only else None)
         last = _layer_norm(last, self.params, "final_layer_norm", self.config.layer_norm_eps)
-        return BaseModelOutputWithPooling(last_hidden_state=last,
-                                          pooler_output=pool_text(last, input_ids, self.config.eos_token_id),
+        if pooled_only:
+            return BaseModelOutputWithPooling(pooler_output=last[:, 0])
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=take_rows(last, index)[:, 0],
                                           hidden_states=states, attentions=attentions)
 
 
@@ -268,11 +309,17 @@ class CLIPVisionTransformer(tf.Module):
         self.embeddings = CLIPVisionEmbeddings(config, params, f"{prefix}.embeddings")
         self.encoder = CLIPEncoder(config, params, f"{prefix}.encoder")
 
-    def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, training=False):
+    def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False, training=False,
+                 pooled_only=False):
+        """With ``pooled_only`` only ``pooler_output`` is computed (and returned): the last layer runs on the class
+        token alone."""
         eps = self.config.layer_norm_eps
         hidden_states = _layer_norm(self.embeddings(pixel_values), self.params, "pre_layrnorm", eps)
+        rows = tf.zeros(tf.shape(hidden_states)[:1], tf.int32) if pooled_only else None
         last, states, attentions = self.encoder(hidden_states, None, output_attentions, output_hidden_states,
-                                                training)
+                                                training, rows)
+        if pooled_only:
+            return BaseModelOutputWithPooling(pooler_output=_layer_norm(last[:, 0], self.params, "post_layernorm", eps))
         return BaseModelOutputWithPooling(last_hidden_state=last,
                                           pooler_output=_layer_norm(last[:, 0], self.params, "post_layernorm", eps),
                                           hidden_states=states, attentions=attentions)
@@ -297,26 +344,6 @@ def _dtype_of(value):
     return value.dtype if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)) else np.asarray(value).dtype
 
 
-def _output_classes(out):
-    """The ModelOutput classes in a (nested) output, to rebuild it from the plain dicts a tf.function returns."""
-    if isinstance(out, ModelOutput):
-        return type(out), {key: _output_classes(value) for key, value in out.items()}
-    return None
-
-
-def _as_dicts(out):
-    if isinstance(out, ModelOutput):
-        return {key: _as_dicts(value) for key, value in out.items()}
-    return out
-
-
-def _rebuild(classes, out):
-    if classes is None:
-        return out
-    cls, fields = classes
-    return cls(**{key: _rebuild(fields[key], value) for key, value in out.items()})
-
-
 def _to_tuple(out):
     """``return_dict=False``: tuples all the way down, as transformers returns them."""
     if isinstance(out, ModelOutput):
@@ -331,18 +358,16 @@ class _Compiled:
     """
 
     def __init__(self, method, flags):
-        self.classes = None
-
-        def run(**tensors):
-            out = method(**tensors, **flags)
-            self.classes = _output_classes(out)
-            return _as_dicts(out)
+        def run(**tensors):  # outputs come back as they were built: tf.nest rebuilds them from (key, value) pairs
+            return method(**tensors, **flags)
 
         self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
+        self.concrete = None
 
     def __call__(self, tensors):
-        out = self.function(**tensors)  # traces on the first call, which records self.classes
-        return _rebuild(self.classes, out)
+        if self.concrete is None:  # calling the traced function directly skips tf.function's per-call dispatch
+            self.concrete = self.function.get_concrete_function(**tensors)
+        return self.concrete(**tensors)
 
 
 class _CompiledCache:
@@ -437,8 +462,9 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
                    and not (exclude_embeddings and self.table[name].kind == "embedding"))
 
     # -------------------------------------------------------------------------------- dispatch
-    def _dispatch(self, method, args, kwargs):
-        """Bind the arguments, check and convert the inputs, then run ``method`` compiled (cached) or directly."""
+    def _dispatch(self, method, args, kwargs, trim: bool = False):
+        """Bind the arguments, check and convert the inputs, then run ``method`` compiled (cached) or directly.
+        ``trim``: ``method`` needs only the pooled text states, so eager text inputs are cut (:func:`trim_text`)."""
         if len(args) == 1 and isinstance(args[0], Mapping):  # model({"input_ids": ..., ...}) as in Keras
             kwargs, args = {**args[0], **kwargs}, ()
         signature = _signature(method)
@@ -449,6 +475,11 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
         eager = tf.executing_eagerly()
         self._check_inputs(tensors, arguments, eager, signature.parameters, ids_dtype)
         return_dict = arguments.pop("return_dict", None)
+        if trim and eager:
+            cut = trim_text(tensors["input_ids"], tensors.get("attention_mask"), tensors.get("position_ids"),
+                            self.text_config.eos_token_id)
+            names = ("input_ids", "attention_mask", "position_ids")
+            tensors.update((name, value) for name, value in zip(names, cut) if value is not None)
         if eager and self.jit_compile:
             key = (method.__name__, tuple(sorted(arguments.items())),
                    tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
@@ -635,7 +666,7 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
     def get_text_features(self, *args, **kwargs):
         """Projected, unnormalised text features ``[batch, projection_dim]`` (arguments as :meth:`call`'s text
         arguments: ``input_ids, attention_mask, position_ids, ...``)."""
-        return self._dispatch(self._text_features, args, kwargs)
+        return self._dispatch(self._text_features, args, kwargs, trim=True)
 
     def get_image_features(self, *args, **kwargs):
         """Projected, unnormalised image features ``[batch, projection_dim]`` (arguments: ``pixel_values, ...,
@@ -644,12 +675,12 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
 
     def _text_features(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
                        output_hidden_states=None, return_dict=None, training=False):
-        out = self.text_model(input_ids, attention_mask, position_ids, training=training)
+        out = self.text_model(input_ids, attention_mask, position_ids, training=training, pooled_only=True)
         return _dense(out.pooler_output, self.params, "text_projection")
 
     def _image_features(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
                         return_dict=None, training=False, interpolate_pos_encoding=False):
-        out = self.vision_model(pixel_values, training=training)
+        out = self.vision_model(pixel_values, training=training, pooled_only=True)
         return _dense(out.pooler_output, self.params, "visual_projection")
 
     def call(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, return_loss=None,
