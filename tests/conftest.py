@@ -58,3 +58,30 @@ def single_format_dir(src: Path, weight_file: str, tmp_path: Path) -> Path:
 def load_expected(folder: Path) -> dict[str, np.ndarray]:
     with np.load(folder / "expected.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+def to_numpy(x) -> np.ndarray:
+    """A float-friendly numpy copy of a torch / tf / jax / numpy value (bfloat16 widened to float32)."""
+    if hasattr(x, "detach"):  # torch
+        x = x.detach().cpu()
+        x = x.float() if x.dtype.is_floating_point else x
+        return x.numpy()
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # tf
+        x = x.numpy()
+    x = np.asarray(x)
+    return x.astype(np.float32) if x.dtype.name in ("bfloat16", "float16") else x
+
+
+def assert_close(ours, ref, atol: float, what: str = "") -> float:
+    """Assert equal shapes and max abs difference <= ``atol``; returns the difference."""
+    ours, ref = to_numpy(ours), to_numpy(ref)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
+    diff = float(np.max(np.abs(ours.astype(np.float64) - ref.astype(np.float64)))) if ours.size else 0.0
+    assert diff <= atol, f"{what}: max abs difference {diff:.3g} > {atol}"
+    return diff
+
+
+def unit(x) -> np.ndarray:
+    """``x`` L2-normalised over its last axis, as numpy."""
+    x = to_numpy(x)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)

@@ -25,7 +25,8 @@ from clip_flax import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, FlaxCLIPFor
                        FlaxCLIPVisionModelWithProjection)
 from clip_flax.modeling import attention_bias, contrastive_loss, interpolate_pos_encoding, pool_text  # noqa: E402
 from clip_core.outputs import BaseModelOutputWithPooling, CLIPOutput  # noqa: E402
-from tests.conftest import ROOT, WEIGHT_FILES, load_expected, single_format_dir  # noqa: E402
+from tests.conftest import (ROOT, WEIGHT_FILES, assert_close, load_expected, single_format_dir,  # noqa: E402
+                            to_numpy, unit)
 
 # Tolerances from DESIGN.md (float32, CPU): embeddings and pooled outputs 1e-5, logits and hidden states 1e-4.
 EMBED_TOL, STATE_TOL = 1e-5, 1e-4
@@ -34,23 +35,10 @@ OURS = {"clip": FlaxCLIPModel, "text": FlaxCLIPTextModel, "text_projection": Fla
         "image_classification": FlaxCLIPForImageClassification}
 
 
-def _np(x):
-    if hasattr(x, "detach"):  # a torch tensor
-        x = x.detach().float().numpy()
-    return np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.name == "bfloat16" else np.asarray(x)
 
 
-def assert_close(ours, ref, atol, what=""):
-    ours, ref = _np(ours), _np(ref)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
-    diff = float(np.max(np.abs(ours - ref))) if ours.size else 0.0
-    assert diff <= atol, f"{what}: max abs difference {diff:.3g} > {atol}"
-    return diff
 
 
-def _normalize(x):
-    x = _np(x)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _flat(tree):
@@ -96,8 +84,8 @@ def test_fixture_outputs_from_each_weight_file(hf_fixture, weight_file, tmp_path
     for tower, key in (("text", "text_model_output"), ("vision", "vision_model_output")):
         assert_close(out[key].last_hidden_state, exp[f"pt_{tower}_last_hidden_state"], STATE_TOL, tower)
         assert_close(out[key].pooler_output, exp[f"pt_{tower}_pooler_output"], EMBED_TOL, tower)
-    assert_close(_normalize(model.get_text_features(**text)), exp["flax_text_embeds"], EMBED_TOL)
-    assert_close(_normalize(model.get_image_features(exp["pixel_values"])), exp["flax_image_embeds"], EMBED_TOL)
+    assert_close(unit(model.get_text_features(**text)), exp["flax_text_embeds"], EMBED_TOL)
+    assert_close(unit(model.get_image_features(exp["pixel_values"])), exp["flax_image_embeds"], EMBED_TOL)
 
 
 @pytest.mark.parametrize("weight_file", WEIGHT_FILES)
@@ -108,13 +96,13 @@ def test_fixture_sub_models_load_from_the_full_checkpoint(hf_fixture, weight_fil
     assert_close(out.last_hidden_state, exp["pt_text_last_hidden_state"], STATE_TOL, "text last_hidden_state")
     assert_close(out.pooler_output, exp["pt_text_pooler_output"], EMBED_TOL, "text pooler_output")
     out = FlaxCLIPTextModelWithProjection.from_pretrained(folder)(**text)
-    assert_close(_normalize(out.text_embeds), exp["flax_text_embeds"], EMBED_TOL, "text_embeds")
+    assert_close(unit(out.text_embeds), exp["flax_text_embeds"], EMBED_TOL, "text_embeds")
     assert_close(out.last_hidden_state, exp["pt_text_last_hidden_state"], STATE_TOL)
     out = FlaxCLIPVisionModel.from_pretrained(folder)(exp["pixel_values"])
     assert_close(out.last_hidden_state, exp["pt_vision_last_hidden_state"], STATE_TOL, "vision last_hidden_state")
     assert_close(out.pooler_output, exp["pt_vision_pooler_output"], EMBED_TOL, "vision pooler_output")
     out = FlaxCLIPVisionModelWithProjection.from_pretrained(folder)(exp["pixel_values"])
-    assert_close(_normalize(out.image_embeds), exp["flax_image_embeds"], EMBED_TOL, "image_embeds")
+    assert_close(unit(out.image_embeds), exp["flax_image_embeds"], EMBED_TOL, "image_embeds")
 
 
 def test_fixture_params_equal_transformers_msgpack_tree(hf_fixture):
@@ -138,11 +126,11 @@ def test_bfloat16_computation_stays_close(tmp_path):
         assert out.text_model_output.pooler_output.dtype == jnp.bfloat16  # the computation ran in bfloat16
         for key in ("text_embeds", "image_embeds"):
             assert_close(out[key], ref[key], 2e-2, key)
-            cosine = np.sum(_normalize(out[key]) * _normalize(ref[key]), axis=-1)
+            cosine = np.sum(unit(out[key]) * unit(ref[key]), axis=-1)
             assert cosine.min() > 0.999, (key, cosine)
         features = model.get_text_features(**text)
         assert features.dtype == jnp.bfloat16
-        cosine = np.sum(_normalize(features) * _normalize(exp["flax_text_embeds"]), axis=-1)
+        cosine = np.sum(unit(features) * unit(exp["flax_text_embeds"]), axis=-1)
         assert cosine.min() > 0.999
     # transformers' way: float32 model, bfloat16 params passed in
     model = FlaxCLIPModel.from_pretrained(folder, dtype=jnp.bfloat16)
@@ -523,7 +511,7 @@ def test_dropout_only_in_training():
     assert_close(model(pixels, dropout_rng=key).pooler_output, eval_out, 0.0)
     train_a = model(pixels, dropout_rng=key, train=True).pooler_output
     assert_close(model(pixels, dropout_rng=key, train=True).pooler_output, train_a, 0.0)
-    assert np.abs(_np(train_a) - _np(eval_out)).max() > 1e-3
+    assert np.abs(to_numpy(train_a) - to_numpy(eval_out)).max() > 1e-3
 
 
 # ============================================================================================ helpers, errors

@@ -20,7 +20,8 @@ from clip_core.weights import param_table  # noqa: E402
 from clip_pt import (CLIPConfig, CLIPForImageClassification, CLIPModel, CLIPTextConfig, CLIPTextModel,  # noqa: E402
                      CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection)
 from clip_pt.modeling import attention_bias, interpolate_pos_encoding, pool_text  # noqa: E402
-from tests.conftest import ROOT, WEIGHT_FILES, load_expected, shared_path, single_format_dir  # noqa: E402
+from tests.conftest import (ROOT, WEIGHT_FILES, assert_close, load_expected, shared_path,  # noqa: E402
+                            single_format_dir, to_numpy, unit)
 
 # Tolerances from DESIGN.md (float32, CPU): embeddings and pooled outputs 1e-5, logits and hidden states 1e-4.
 EMBED_TOL, STATE_TOL = 1e-5, 1e-4
@@ -29,21 +30,10 @@ OURS = {"clip": CLIPModel, "text": CLIPTextModel, "text_projection": CLIPTextMod
         "image_classification": CLIPForImageClassification}
 
 
-def _np(x):
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def assert_close(ours, ref, atol, what=""):
-    ours, ref = _np(ours), _np(ref)
-    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
-    diff = float(np.max(np.abs(ours - ref))) if ours.size else 0.0
-    assert diff <= atol, f"{what}: max abs difference {diff:.3g} > {atol}"
-    return diff
 
 
-def _normalize(x):
-    x = _np(x)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _inputs(folder):
@@ -87,10 +77,10 @@ def test_fixture_sub_models_load_from_the_full_checkpoint(hf_fixture, weight_fil
     assert_close(text.last_hidden_state, exp["pt_text_last_hidden_state"], STATE_TOL, "text last_hidden_state")
     assert_close(text.pooler_output, exp["pt_text_pooler_output"], EMBED_TOL, "text pooler_output")
     assert_close(text_proj.last_hidden_state, exp["pt_text_last_hidden_state"], STATE_TOL, "text_proj states")
-    assert_close(_normalize(text_proj.text_embeds), exp["pt_text_embeds"], EMBED_TOL, "text_embeds")
+    assert_close(unit(text_proj.text_embeds), exp["pt_text_embeds"], EMBED_TOL, "text_embeds")
     assert_close(vision.last_hidden_state, exp["pt_vision_last_hidden_state"], STATE_TOL, "vision last_hidden_state")
     assert_close(vision.pooler_output, exp["pt_vision_pooler_output"], EMBED_TOL, "vision pooler_output")
-    assert_close(_normalize(vision_proj.image_embeds), exp["pt_image_embeds"], EMBED_TOL, "image_embeds")
+    assert_close(unit(vision_proj.image_embeds), exp["pt_image_embeds"], EMBED_TOL, "image_embeds")
 
 
 def test_get_features_are_projected_and_unnormalised():
@@ -101,9 +91,9 @@ def test_get_features_are_projected_and_unnormalised():
         t = model.get_text_features(x["input_ids"], x["attention_mask"])
         i = model.get_image_features(x["pixel_values"])
     assert t.shape == (3, 32) and i.shape == (3, 32)
-    assert not np.allclose(np.linalg.norm(_np(t), axis=-1), 1.0)
-    assert_close(_normalize(t), exp["pt_text_embeds"], EMBED_TOL, "text features")
-    assert_close(_normalize(i), exp["pt_image_embeds"], EMBED_TOL, "image features")
+    assert not np.allclose(np.linalg.norm(to_numpy(t), axis=-1), 1.0)
+    assert_close(unit(t), exp["pt_text_embeds"], EMBED_TOL, "text features")
+    assert_close(unit(i), exp["pt_image_embeds"], EMBED_TOL, "image features")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, "bfloat16", torch.float16, "float16"])
@@ -116,10 +106,10 @@ def test_reduced_precision_load(dtype):
     with torch.no_grad():
         out = model(**x)
     for key in ("text_embeds", "image_embeds"):
-        ours, ref = _np(out[key]), exp[f"pt_{key}"]
+        ours, ref = to_numpy(out[key]), exp[f"pt_{key}"]
         assert out[key].dtype == want
         assert_close(ours, ref, 2e-2, key)
-        cosine = np.sum(_normalize(ours) * ref, axis=-1)
+        cosine = np.sum(unit(ours) * ref, axis=-1)
         assert cosine.min() > 0.999, f"{key}: cosine {cosine.min()}"
     state = model.export_state()
     expected_np = np.float16 if want == torch.float16 else np.float32  # numpy has no bfloat16: bf16 exports float32
@@ -153,8 +143,8 @@ def test_with_projection_classes_take_projection_size_from_a_stale_full_config(t
     with torch.no_grad():
         t = text(x["input_ids"], x["attention_mask"]).text_embeds
         i = vision(x["pixel_values"]).image_embeds
-    assert_close(_normalize(t), exp["pt_text_embeds"], EMBED_TOL, "text_embeds")
-    assert_close(_normalize(i), exp["pt_image_embeds"], EMBED_TOL, "image_embeds")
+    assert_close(unit(t), exp["pt_text_embeds"], EMBED_TOL, "text_embeds")
+    assert_close(unit(i), exp["pt_image_embeds"], EMBED_TOL, "image_embeds")
 
 
 # ============================================================================================ live vs transformers

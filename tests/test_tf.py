@@ -20,23 +20,14 @@ from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noq
 from clip_core.weights import init_state, param_table, tf_name  # noqa: E402
 from clip_tf import (TFCLIPForImageClassification, TFCLIPModel, TFCLIPTextModel,  # noqa: E402
                      TFCLIPTextModelWithProjection, TFCLIPVisionModel, TFCLIPVisionModelWithProjection)
-from tests.conftest import ROOT, WEIGHT_FILES, load_expected, shared_path, single_format_dir  # noqa: E402
+from tests.conftest import (ROOT, WEIGHT_FILES, assert_close, load_expected, shared_path,  # noqa: E402
+                            single_format_dir, unit)
 
 EMBED_TOL, LOGIT_TOL = 1e-5, 1e-4
 
 
-def close(actual, expected, tol, what=""):
-    actual = np.asarray(tf.cast(actual, tf.float32)) if isinstance(actual, (tf.Tensor, tf.Variable)) else actual
-    expected = np.asarray(expected, dtype=np.float32)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
-    assert diff <= tol, f"{what}: max abs difference {diff:.3g} > {tol}"
-    return diff
 
 
-def unit(x):
-    x = np.asarray(tf.cast(x, tf.float32))
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 # ------------------------------------------------------------------------------------------------ reference fixtures
@@ -49,18 +40,18 @@ def test_fixture_outputs_from_each_weight_file(hf_fixture, weight_file, tmp_path
     model.jit_compile = weight_file == "model.safetensors"
     out = model(input_ids=expected["input_ids"], pixel_values=expected["pixel_values"],
                 attention_mask=expected["attention_mask"], return_loss=True)
-    close(out.logits_per_image, expected["tf_logits_per_image"], LOGIT_TOL, "logits_per_image")
-    close(out.logits_per_text, expected["tf_logits_per_image"].T, LOGIT_TOL, "logits_per_text")
-    close(out.text_embeds, expected["tf_text_embeds"], EMBED_TOL, "text_embeds")
-    close(out.image_embeds, expected["tf_image_embeds"], EMBED_TOL, "image_embeds")
-    close(out.loss, np.reshape(expected["pt_loss"], (1,)), LOGIT_TOL, "loss")
+    assert_close(out.logits_per_image, expected["tf_logits_per_image"], LOGIT_TOL, "logits_per_image")
+    assert_close(out.logits_per_text, expected["tf_logits_per_image"].T, LOGIT_TOL, "logits_per_text")
+    assert_close(out.text_embeds, expected["tf_text_embeds"], EMBED_TOL, "text_embeds")
+    assert_close(out.image_embeds, expected["tf_image_embeds"], EMBED_TOL, "image_embeds")
+    assert_close(out.loss, np.reshape(expected["pt_loss"], (1,)), LOGIT_TOL, "loss")
     for tower, output in (("text", out.text_model_output), ("vision", out.vision_model_output)):
-        close(output.last_hidden_state, expected[f"pt_{tower}_last_hidden_state"], LOGIT_TOL, f"{tower} states")
-        close(output.pooler_output, expected[f"pt_{tower}_pooler_output"], EMBED_TOL, f"{tower} pooled")
+        assert_close(output.last_hidden_state, expected[f"pt_{tower}_last_hidden_state"], LOGIT_TOL, f"{tower} states")
+        assert_close(output.pooler_output, expected[f"pt_{tower}_pooler_output"], EMBED_TOL, f"{tower} pooled")
     text = model.get_text_features(expected["input_ids"], expected["attention_mask"])
     image = model.get_image_features(expected["pixel_values"])
-    close(unit(text), expected["tf_text_embeds"], EMBED_TOL, "get_text_features")
-    close(unit(image), expected["tf_image_embeds"], EMBED_TOL, "get_image_features")
+    assert_close(unit(text), expected["tf_text_embeds"], EMBED_TOL, "get_text_features")
+    assert_close(unit(image), expected["tf_image_embeds"], EMBED_TOL, "get_image_features")
 
 
 @pytest.mark.parametrize("weight_file", WEIGHT_FILES)
@@ -74,13 +65,13 @@ def test_fixture_sub_models_load_from_the_full_checkpoint(hf_fixture, weight_fil
         model.jit_compile = False  # the XLA path is covered above and in test_xla_equals_eager
         tower = "text" if cls.arch.startswith("text") else "vision"
         out = model(input_ids=ids, attention_mask=mask) if tower == "text" else model(pixel_values=pixels)
-        close(out.last_hidden_state, expected[f"pt_{tower}_last_hidden_state"], LOGIT_TOL, f"{cls.__name__}")
+        assert_close(out.last_hidden_state, expected[f"pt_{tower}_last_hidden_state"], LOGIT_TOL, f"{cls.__name__}")
         if cls.arch.endswith("projection"):
             embeds = out.text_embeds if tower == "text" else out.image_embeds
-            close(unit(embeds), expected[f"tf_{'text' if tower == 'text' else 'image'}_embeds"], EMBED_TOL,
+            assert_close(unit(embeds), expected[f"tf_{'text' if tower == 'text' else 'image'}_embeds"], EMBED_TOL,
                   f"{cls.__name__} embeds")
         else:
-            close(out.pooler_output, expected[f"pt_{tower}_pooler_output"], EMBED_TOL, f"{cls.__name__} pooled")
+            assert_close(out.pooler_output, expected[f"pt_{tower}_pooler_output"], EMBED_TOL, f"{cls.__name__} pooled")
 
 
 # ------------------------------------------------------------------------------------------------ transformers, live
@@ -187,11 +178,11 @@ def compare_outputs(ours, theirs, tol_hidden=LOGIT_TOL, what=""):
         elif isinstance(value, tuple):
             assert len(value) == len(other), f"{what}{key}: {len(value)} entries, transformers has {len(other)}"
             for i, (a, b) in enumerate(zip(value, other)):
-                close(a, np.asarray(b), tol_hidden, f"{what}{key}[{i}]")
+                assert_close(a, np.asarray(b), tol_hidden, f"{what}{key}[{i}]")
                 count += 1
         else:
             tol = EMBED_TOL if key in ("text_embeds", "image_embeds", "pooler_output") else tol_hidden
-            close(value, np.reshape(np.asarray(other), value.shape), tol, f"{what}{key}")
+            assert_close(value, np.reshape(np.asarray(other), value.shape), tol, f"{what}{key}")
             count += 1
     return count
 
@@ -218,14 +209,14 @@ def test_clip_model_matches_transformers_tf(hf, name):
             assert out.vision_model_output.attentions[0].shape == (3, config.vision_config.num_attention_heads,
                                                                    config.vision_config.num_patches + 1,
                                                                    config.vision_config.num_patches + 1)
-    close(ours.get_text_features(ids, mask), theirs.get_text_features(**tf_inputs(input_ids=ids, attention_mask=mask)),
+    assert_close(ours.get_text_features(ids, mask), theirs.get_text_features(**tf_inputs(input_ids=ids, attention_mask=mask)),
           EMBED_TOL, "get_text_features")
-    close(ours.get_image_features(pixels), theirs.get_image_features(tf.constant(pixels)), EMBED_TOL,
+    assert_close(ours.get_image_features(pixels), theirs.get_image_features(tf.constant(pixels)), EMBED_TOL,
           "get_image_features")
     # and back: transformers' variables load into ours
     back = eager(TFCLIPModel._from_state(config, state_from_hf_tf(theirs, TFCLIPModel, config)))
     ref = theirs(**tf_inputs(input_ids=ids, pixel_values=pixels, attention_mask=mask))
-    close(back(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits_per_image, ref.logits_per_image,
+    assert_close(back(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits_per_image, ref.logits_per_image,
           LOGIT_TOL, "round trip")
 
 
@@ -242,7 +233,7 @@ def test_tower_models_match_transformers_tf(hf, name):
         compare_outputs(ours(**inputs, **flags), theirs(**tf_inputs(**inputs, **flags)), what=f"{cls.__name__}:")
         tuple_out = ours(**inputs, return_dict=False)
         assert isinstance(tuple_out, tuple) and len(tuple_out) == 2
-        close(tuple_out[1], theirs(**tf_inputs(**inputs)).pooler_output, EMBED_TOL, "tuple pooler_output")
+        assert_close(tuple_out[1], theirs(**tf_inputs(**inputs)).pooler_output, EMBED_TOL, "tuple pooler_output")
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +270,12 @@ def test_interpolate_pos_encoding_matches_transformers_pytorch(hf, hf_torch):
             ref = theirs(input_ids=torch.from_numpy(ids), pixel_values=torch.from_numpy(pixels),
                          attention_mask=torch.from_numpy(mask), interpolate_pos_encoding=True,
                          output_hidden_states=True)
-        close(out.logits_per_image, ref.logits_per_image.numpy(), LOGIT_TOL, f"{height}x{width} logits")
-        close(out.image_embeds, ref.image_embeds.numpy(), EMBED_TOL, f"{height}x{width} image_embeds")
+        assert_close(out.logits_per_image, ref.logits_per_image.numpy(), LOGIT_TOL, f"{height}x{width} logits")
+        assert_close(out.image_embeds, ref.image_embeds.numpy(), EMBED_TOL, f"{height}x{width} image_embeds")
         for i, (a, b) in enumerate(zip(out.vision_model_output.hidden_states, ref.vision_model_output.hidden_states)):
-            close(a, b.numpy(), LOGIT_TOL, f"{height}x{width} hidden_states[{i}]")
+            assert_close(a, b.numpy(), LOGIT_TOL, f"{height}x{width} hidden_states[{i}]")
         image = ours.get_image_features(pixels, interpolate_pos_encoding=True)
-        close(image, theirs.get_image_features(torch.from_numpy(pixels), interpolate_pos_encoding=True).detach(),
+        assert_close(image, theirs.get_image_features(torch.from_numpy(pixels), interpolate_pos_encoding=True).detach(),
               EMBED_TOL, "get_image_features")
 
 
@@ -314,8 +305,8 @@ def test_projection_and_classification_models_match_transformers_pytorch(hf, hf_
     out = ours(pixel_values=pixels, labels=labels)
     with torch.no_grad():
         ref = theirs(pixel_values=torch.from_numpy(pixels), labels=torch.from_numpy(labels))
-    close(out.logits, ref.logits.numpy(), LOGIT_TOL, "classifier logits")
-    close(out.loss, ref.loss.numpy().reshape(1), LOGIT_TOL, "classifier loss")
+    assert_close(out.logits, ref.logits.numpy(), LOGIT_TOL, "classifier logits")
+    assert_close(out.loss, ref.loss.numpy().reshape(1), LOGIT_TOL, "classifier loss")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -334,8 +325,8 @@ def test_our_checkpoints_load_in_transformers(hf, hf_torch, tmp_path):
     theirs, info = hf.TFCLIPModel.from_pretrained(tmp_path / "tf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     ref = theirs(**tf_inputs(input_ids=ids, pixel_values=pixels, attention_mask=mask))
-    close(out.logits_per_image, ref.logits_per_image, LOGIT_TOL, "tf_model.h5: logits")
-    close(out.text_embeds, ref.text_embeds, EMBED_TOL, "tf_model.h5: text_embeds")
+    assert_close(out.logits_per_image, ref.logits_per_image, LOGIT_TOL, "tf_model.h5: logits")
+    assert_close(out.text_embeds, ref.text_embeds, EMBED_TOL, "tf_model.h5: text_embeds")
     ours.save_pretrained(tmp_path / "st")
     assert (tmp_path / "st" / "model.safetensors").exists()
     theirs, info = hf.CLIPModel.from_pretrained(tmp_path / "st", output_loading_info=True)
@@ -343,8 +334,8 @@ def test_our_checkpoints_load_in_transformers(hf, hf_torch, tmp_path):
     with torch.no_grad():
         ref = theirs(**{k: torch.from_numpy(v) for k, v in dict(input_ids=ids, pixel_values=pixels,
                                                                  attention_mask=mask).items()})
-    close(out.logits_per_image, ref.logits_per_image.numpy(), LOGIT_TOL, "model.safetensors: logits")
-    close(out.image_embeds, ref.image_embeds.numpy(), EMBED_TOL, "model.safetensors: image_embeds")
+    assert_close(out.logits_per_image, ref.logits_per_image.numpy(), LOGIT_TOL, "model.safetensors: logits")
+    assert_close(out.image_embeds, ref.image_embeds.numpy(), EMBED_TOL, "model.safetensors: image_embeds")
 
 
 def test_transformers_tf_checkpoint_loads_in_ours(hf, tmp_path):
@@ -358,10 +349,10 @@ def test_transformers_tf_checkpoint_loads_in_ours(hf, tmp_path):
     pixels = pixel_inputs(config.vision_config)
     ref = theirs(**tf_inputs(input_ids=ids, pixel_values=pixels, attention_mask=mask))
     out = ours(input_ids=ids, pixel_values=pixels, attention_mask=mask)
-    close(out.logits_per_image, ref.logits_per_image, LOGIT_TOL, "logits")
-    close(out.image_embeds, ref.image_embeds, EMBED_TOL, "image_embeds")
+    assert_close(out.logits_per_image, ref.logits_per_image, LOGIT_TOL, "logits")
+    assert_close(out.image_embeds, ref.image_embeds, EMBED_TOL, "image_embeds")
     text = eager(TFCLIPTextModel.from_pretrained(tmp_path))  # a tower from transformers' full TF checkpoint
-    close(text(input_ids=ids, attention_mask=mask).pooler_output, ref.text_model_output.pooler_output, EMBED_TOL,
+    assert_close(text(input_ids=ids, attention_mask=mask).pooler_output, ref.text_model_output.pooler_output, EMBED_TOL,
           "text tower")
 
 
@@ -433,13 +424,13 @@ def test_inputs_as_numpy_lists_and_tensors(fixture_model):
                 dict(input_ids=ids.astype(np.int32), pixel_values=pixels.astype(np.float64),
                      attention_mask=mask.astype(bool))]
     for inputs in variants:
-        close(model(**inputs).logits_per_image, reference, LOGIT_TOL, "inputs")
-    close(model({"input_ids": ids, "pixel_values": pixels, "attention_mask": mask}).logits_per_image, reference,
+        assert_close(model(**inputs).logits_per_image, reference, LOGIT_TOL, "inputs")
+    assert_close(model({"input_ids": ids, "pixel_values": pixels, "attention_mask": mask}).logits_per_image, reference,
           LOGIT_TOL, "a dict as the first argument, as Keras models take it")
     logits_per_image, logits_per_text, text_embeds, image_embeds, text_out, vision_out = model(
         input_ids=ids, pixel_values=pixels, attention_mask=mask, return_dict=False)
     assert isinstance(text_out, tuple) and len(text_out) == 2
-    close(logits_per_image, reference, LOGIT_TOL, "return_dict=False")
+    assert_close(logits_per_image, reference, LOGIT_TOL, "return_dict=False")
 
 
 def test_gradients_reach_every_trainable_variable(fixture_model):
@@ -475,9 +466,9 @@ def test_runs_inside_user_tf_function_with_jit(fixture_model):
     logits, text, image = features(tf.constant(expected["input_ids"]), tf.constant(expected["attention_mask"]),
                                    tf.constant(expected["pixel_values"]))
     assert len(model._compiled.functions) == count, "inside a tf.function the model traces into the caller's graph"
-    close(logits, expected["tf_logits_per_image"], LOGIT_TOL, "logits")
-    close(unit(text), expected["tf_text_embeds"], EMBED_TOL, "text")
-    close(unit(image), expected["tf_image_embeds"], EMBED_TOL, "image")
+    assert_close(logits, expected["tf_logits_per_image"], LOGIT_TOL, "logits")
+    assert_close(unit(text), expected["tf_text_embeds"], EMBED_TOL, "text")
+    assert_close(unit(image), expected["tf_image_embeds"], EMBED_TOL, "image")
 
 
 def test_user_tf_function_may_return_the_whole_output(fixture_model):
@@ -500,9 +491,9 @@ def test_saved_model_export_and_reload(fixture_model, tmp_path):
     serve = restored.signatures["serving_default"]
     out = serve(input_ids=tf.constant(expected["input_ids"], tf.int32), pixel_values=tf.constant(
         expected["pixel_values"]), attention_mask=tf.constant(expected["attention_mask"], tf.int32))
-    close(out["text_embeds"], expected["tf_text_embeds"], EMBED_TOL, "saved text_embeds")
-    close(out["image_embeds"], expected["tf_image_embeds"], EMBED_TOL, "saved image_embeds")
-    close(out["logits_per_image"], expected["tf_logits_per_image"], LOGIT_TOL, "saved logits")
+    assert_close(out["text_embeds"], expected["tf_text_embeds"], EMBED_TOL, "saved text_embeds")
+    assert_close(out["image_embeds"], expected["tf_image_embeds"], EMBED_TOL, "saved image_embeds")
+    assert_close(out["logits_per_image"], expected["tf_logits_per_image"], LOGIT_TOL, "saved logits")
     # dynamic shapes: another batch and sequence length through the same signature
     short = serve(input_ids=tf.constant(expected["input_ids"][:2, :4], tf.int32),
                   pixel_values=tf.constant(expected["pixel_values"][:1]),
@@ -521,7 +512,7 @@ def test_bfloat16(fixture_model):
     for key in ("text_embeds", "image_embeds"):
         ours = np.asarray(tf.cast(out[key], tf.float32))
         reference = expected[f"tf_{key}"]
-        close(ours, reference, 2e-2, f"bfloat16 {key}")
+        assert_close(ours, reference, 2e-2, f"bfloat16 {key}")
         cosine = np.sum(unit(ours) * unit(reference), axis=-1)
         assert np.all(cosine > 0.999), cosine
     assert bf16.export_state()["logit_scale"].dtype == np.float32
