@@ -38,11 +38,24 @@ CAPTIONS = [
 ]
 
 
+class Timings(dict):
+    """Median seconds per call by contender, and :meth:`ratio` of two contenders."""
+
+    def __init__(self, rounds: dict[str, list[float]]):
+        super().__init__({name: statistics.median(values) for name, values in rounds.items()})
+        self.rounds = rounds
+
+    def ratio(self, numerator: str, denominator: str) -> float:
+        """The median over rounds of ``numerator``'s time over ``denominator``'s in the same round: calls next to
+        each other see the same machine load, so this is steadier than a ratio of medians on a shared machine."""
+        return statistics.median(a / b for a, b in zip(self.rounds[numerator], self.rounds[denominator]))
+
+
 def timeit(contenders: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 2,
-           min_seconds: float = 2.0) -> dict[str, float]:
-    """Median seconds per call of each contender; contenders alternate within every repeat, after ``warmup``
-    calls each, with the garbage collector paused (as the standard ``timeit`` does). Quick cases get more repeats
-    (up to ten times as many), so that every case is timed for about ``min_seconds`` at least."""
+           min_seconds: float = 3.0) -> Timings:
+    """Seconds per call of each contender (:class:`Timings`): contenders alternate within every round, after
+    ``warmup`` calls each, with the garbage collector paused (as the standard ``timeit`` does). Quick cases get more
+    rounds (up to ten times ``repeats``), so that every case is timed for about ``min_seconds`` at least."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
@@ -64,7 +77,7 @@ def timeit(contenders: dict[str, Callable[[], object]], repeats: int = 5, warmup
     finally:
         if enabled:
             gc.enable()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return Timings(times)
 
 
 def _matmul(framework: str, dtype: str = "float32", n: int = MATMUL_N) -> Callable[[], object]:
@@ -145,7 +158,8 @@ def _gflops(case: str, batch: int, length: int | None) -> float:
 def _row(backend, dtype, case, batch, length, times, against) -> dict:
     ours = times["ours"]
     return {"backend": backend, "dtype": dtype, "case": case, "batch": batch,
-            "text_length": None if case == "image" else length, "against": against, "ratio": times[against] / ours,
+            "text_length": None if case == "image" else length, "against": against,
+            "ratio": times.ratio(against, "ours"),
             "ours_ms": ours * 1e3, "theirs_ms": times[against] * 1e3,
             "ours_gflops": _gflops(case, batch, length) / ours}
 
@@ -153,9 +167,10 @@ def _row(backend, dtype, case, batch, length, times, against) -> dict:
 def _efficiency(backend, batch, times) -> dict:
     """``ours`` against the fastest matrix product timed in the same alternation."""
     ours = _gflops("image", batch, None) / times["ours"]
-    matmul = max(2 * MATMUL_N ** 3 / t / 1e9 for name, t in times.items() if name.startswith("matmul"))
-    return {"backend": backend, "batch": batch, "ours_gflops": ours, "matmul_gflops": matmul,
-            "efficiency": ours / matmul}
+    best = min((name for name in times if name.startswith("matmul")), key=times.get)
+    efficiency = times.ratio(best, "ours") * _gflops("image", batch, None) / (2 * MATMUL_N ** 3 / 1e9)
+    return {"backend": backend, "batch": batch, "ours_gflops": ours,
+            "matmul_gflops": 2 * MATMUL_N ** 3 / times[best] / 1e9, "efficiency": efficiency}
 
 
 def _unit(x) -> np.ndarray:
@@ -167,7 +182,7 @@ def _bf16_row(backend, case, batch, length, times, low, full) -> dict:
     low, full = _unit(low), _unit(full)
     return {"backend": backend, "case": case, "batch": batch, "text_length": None if case == "image" else length,
             "float32_ms": times["ours-float32"] * 1e3, "bfloat16_ms": times["ours"] * 1e3,
-            "speedup": times["ours-float32"] / times["ours"], "max_abs_err": float(np.abs(low - full).max()),
+            "speedup": times.ratio("ours-float32", "ours"), "max_abs_err": float(np.abs(low - full).max()),
             "min_cosine": float((low * full).sum(-1).min())}
 
 

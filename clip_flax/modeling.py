@@ -208,6 +208,19 @@ class CLIPTextEmbeddings(nn.Module):
                 + nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, name="position_embedding")(position_ids))
 
 
+def _patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                feature_group_count=1, precision=None):
+    """``lax.conv_general_dilated`` for the patch convolution (NHWC, HWIO, kernel = stride, VALID, undilated) as one
+    matrix product over the flattened patches: on XLA:CPU about twice as fast as its convolution, and closer to a
+    float64 reference."""
+    batch, height, width, channels = lhs.shape
+    kh, kw, _, features = rhs.shape
+    gh, gw = height // kh, width // kw  # VALID: a partial patch at the edge is dropped
+    patches = lhs[:, :gh * kh, :gw * kw].reshape(batch, gh, kh, gw, kw, channels).transpose(0, 1, 3, 2, 4, 5)
+    return jnp.dot(patches.reshape(batch, gh, gw, kh * kw * channels), rhs.reshape(kh * kw * channels, features),
+                   precision=precision)
+
+
 class CLIPVisionEmbeddings(nn.Module):
     """Bias-free patch convolution, a class token in front, learned position embeddings."""
 
@@ -221,6 +234,7 @@ class CLIPVisionEmbeddings(nn.Module):
         grid = cfg.image_size // p
         class_embedding = self.param("class_embedding", nn.initializers.zeros, (d,))
         patches = nn.Conv(d, (p, p), strides=(p, p), padding="VALID", use_bias=False, dtype=self.dtype,
+                          conv_general_dilated=_patch_conv,
                           name="patch_embedding")(jnp.transpose(pixel_values, (0, 2, 3, 1)))  # [b, gh, gw, d]
         b, grid_h, grid_w, _ = patches.shape
         patches = patches.reshape(b, grid_h * grid_w, d)

@@ -120,19 +120,33 @@ def _concrete() -> bool:
 
 
 _ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_DTYPES = (torch.float32,) + ((torch.bfloat16,) if _ONEDNN_LINEAR and hasattr(
+    torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ())
 
 
 def _linear(x, layer):
-    """``layer(x)`` for an ``nn.Linear``. float32 inference on the CPU (no autograd, no hooks, not compiling) calls
-    oneDNN's matrix multiply, which PyTorch itself uses for bfloat16 and in compiled graphs: on AVX-512 CPUs it is
-    1.1-1.7x faster than the BLAS call ``nn.Linear`` makes, with the same float32 arithmetic in another order."""
+    """``layer(x)`` for an ``nn.Linear``. Inference on the CPU (no autograd, no hooks, not compiling) calls oneDNN's
+    matrix multiply with the bias fused: PyTorch's own kernel for bfloat16 (and in compiled graphs), which on AVX-512
+    CPUs is 1.1-1.7x faster in float32 than the BLAS call ``nn.Linear`` makes (the same float32 arithmetic, summed
+    in another order) and a few percent faster in bfloat16 (identical results, no separate bias copy)."""
     weight = layer.weight
-    if (_ONEDNN_LINEAR and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
+    if (_ONEDNN_LINEAR and x.dtype in _ONEDNN_DTYPES and weight.dtype == x.dtype and x.device.type == "cpu"
             and weight.device.type == "cpu" and type(layer) is nn.Linear and not torch.is_grad_enabled()
             and not (layer._forward_hooks or layer._forward_pre_hooks or nn.modules.module._global_forward_hooks
                      or nn.modules.module._global_forward_pre_hooks) and _concrete()):
         return torch.ops.mkldnn._linear_pointwise(x, weight, layer.bias, "none", [], "")
     return layer(x)
+
+
+def _no_autograd() -> bool:
+    """Whether fresh intermediate tensors may be updated in place (no autograd recording, not compiling)."""
+    return not torch.is_grad_enabled() and _concrete()
+
+
+def _residual(new, old):
+    """``old + new``; in place into the fresh ``new`` when nothing records gradients (the same numbers, one
+    ``[tokens, d]`` buffer fewer per call)."""
+    return new.add_(old) if _no_autograd() else old + new
 
 
 # ---------------------------------------------------------------------------------------------- internal modules
@@ -185,11 +199,17 @@ class CLIPMLP(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.act = activation(config.hidden_act)
+        self.quick_gelu = config.hidden_act == "quick_gelu"
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
 
     def forward(self, hidden_states):
-        return _linear(self.act(_linear(hidden_states, self.fc1)), self.fc2)
+        hidden_states = _linear(hidden_states, self.fc1)
+        if self.quick_gelu and _no_autograd():  # in place: the same numbers, two [tokens, 4d] buffers fewer
+            hidden_states = hidden_states.mul_((hidden_states * 1.702).sigmoid_())
+        else:
+            hidden_states = self.act(hidden_states)
+        return _linear(hidden_states, self.fc2)
 
 
 class CLIPEncoderLayer(nn.Module):
@@ -209,9 +229,8 @@ class CLIPEncoderLayer(nn.Module):
             hidden_states, queries = take_rows(hidden_states, rows), take_rows(normed, rows)
             bias = None if bias is None else take_rows(bias, rows, dim=2)
         attn, probs = self.self_attn(normed, bias, output_attentions, queries)
-        hidden_states = hidden_states + attn
-        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
-        return hidden_states, probs
+        hidden_states = _residual(attn, hidden_states)
+        return _residual(self.mlp(self.layer_norm2(hidden_states)), hidden_states), probs
 
 
 class CLIPEncoder(nn.Module):
