@@ -192,3 +192,22 @@ def bicubic_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
             j = min(max(base + offset, 0), in_size - 1)
             matrix[i, j] += cubic(offset - t)
     return matrix.astype(np.float32)
+
+
+def trimmed_text_length(input_ids: np.ndarray, attention_mask: np.ndarray | None, eos_token_id: int) -> int:
+    """How many leading columns of (concrete) text inputs can change a pooled text state.
+
+    Under the causal mask no token attends to a later one, so the columns after the batch's last pooled position
+    (first ``eos_token_id``, or ``argmax`` for the legacy id 2) cannot change any pooled state. The length is rounded
+    up to a power of two (at least 8, at most the given length) so compiled functions see few lengths. It is the
+    full length when a row's pooled token sees no unmasked token (its attention would spread over every column).
+    """
+    ids = np.asarray(input_ids)
+    index = (ids if eos_token_id == 2 else ids == eos_token_id).argmax(axis=-1)
+    given = ids.shape[1]
+    length = min(given, max(8, 1 << int(index.max()).bit_length()))
+    if length < given and attention_mask is not None:
+        seen = (np.asarray(attention_mask)[:, :length] != 0) & (np.arange(length) <= index[:, None])
+        if not seen.any(axis=1).all():
+            return given
+    return length

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
-                                      check_vision_inputs)
+                                      check_vision_inputs, trimmed_text_length)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
 from clip_core.weights import from_flax_tree, param_table, to_flax_tree
@@ -73,16 +73,9 @@ def trim_text(input_ids, attention_mask, position_ids, eos_token_id: int):
     pooled state: the causal mask keeps every token from attending to later ones. The kept length is rounded up to a
     power of two (at least 8, at most the given length), so the jitted apply sees few lengths. Unchanged when a
     row's pooled token sees no unmasked token (its attention would then spread over every position)."""
-    ids = np.asarray(input_ids)
-    index = (ids if eos_token_id == 2 else ids == eos_token_id).argmax(axis=-1)  # pool_index, in numpy
-    given = ids.shape[1]
-    length = min(given, max(8, 1 << int(index.max()).bit_length()))
-    if length == given:
+    length = trimmed_text_length(input_ids, attention_mask, eos_token_id)
+    if length == input_ids.shape[1]:
         return input_ids, attention_mask, position_ids
-    if attention_mask is not None:
-        seen = (np.asarray(attention_mask)[:, :length] != 0) & (np.arange(length) <= index[:, None])
-        if not seen.any(axis=1).all():
-            return input_ids, attention_mask, position_ids
     return tuple(None if x is None else x[:, :length] for x in (input_ids, attention_mask, position_ids))
 
 
