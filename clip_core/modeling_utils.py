@@ -211,3 +211,23 @@ def trimmed_text_length(input_ids: np.ndarray, attention_mask: np.ndarray | None
         if not seen.any(axis=1).all():
             return given
     return length
+
+
+def run_layers(num_layers: int, layer_call, hidden_states, output_hidden_states: bool, output_attentions: bool,
+               rows=None):
+    """An encoder's loop, in any framework: ``layer_call(i, hidden_states, rows)`` returns layer ``i``'s
+    ``(hidden_states, attention probabilities)``; ``rows`` (one position per batch row) goes to the last layer only.
+
+    Returns ``(last_hidden_state, hidden_states or None, attentions or None)``: the embeddings and every layer's
+    output, and every layer's attention maps, as tuples when asked for.
+    """
+    states = [hidden_states] if output_hidden_states else None
+    attentions = [] if output_attentions else None
+    for i in range(num_layers):
+        hidden_states, probs = layer_call(i, hidden_states, rows if i == num_layers - 1 else None)
+        if states is not None:
+            states.append(hidden_states)
+        if attentions is not None:
+            attentions.append(probs)
+    return (hidden_states, None if states is None else tuple(states),
+            None if attentions is None else tuple(attentions))

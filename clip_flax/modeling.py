@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
-                                      check_vision_inputs, trimmed_text_length)
+                                      check_vision_inputs, run_layers, trimmed_text_length)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
 from clip_core.weights import from_flax_tree, param_table, to_flax_tree
@@ -177,14 +177,12 @@ class CLIPEncoder(nn.Module):
         """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
         computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
         layers = self.scope.push("layers", reuse=True)  # a ModuleList's place in the tree: encoder/layers/0/...
-        states, attentions = (hidden_states,), ()
-        last = self.config.num_hidden_layers - 1
-        for i in range(self.config.num_hidden_layers):
+
+        def layer_call(i, h, r):
             layer = CLIPEncoderLayer(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
-            hidden_states, probs = layer(hidden_states, bias, deterministic, rows if i == last else None)
-            states, attentions = states + (hidden_states,), attentions + (probs,)
-        return (hidden_states, states if output_hidden_states else None,
-                attentions if output_attentions else None)
+            return layer(h, bias, deterministic, r)
+        return run_layers(self.config.num_hidden_layers, layer_call, hidden_states, output_hidden_states,
+                          output_attentions, rows)
 
 
 class CLIPTextEmbeddings(nn.Module):

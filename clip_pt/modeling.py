@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
-                                      check_vision_inputs)
+                                      check_vision_inputs, run_layers)
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
 
@@ -243,17 +243,8 @@ class CLIPEncoder(nn.Module):
     def forward(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False, rows=None):
         """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
         computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
-        states = [hidden_states] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            hidden_states, probs = layer(hidden_states, bias, output_attentions, rows if i == last else None)
-            if output_hidden_states:
-                states.append(hidden_states)
-            if output_attentions:
-                attentions.append(probs)
-        return (hidden_states, tuple(states) if states is not None else None,
-                tuple(attentions) if attentions is not None else None)
+        return run_layers(len(self.layers), lambda i, h, r: self.layers[i](h, bias, output_attentions, r),
+                          hidden_states, output_hidden_states, output_attentions, rows)
 
 
 class CLIPTextEmbeddings(nn.Module):

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
-                                      check_vision_inputs, trimmed_text_length)
+                                      check_vision_inputs, run_layers, trimmed_text_length)
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput, ModelOutput)
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
@@ -210,17 +210,8 @@ class CLIPEncoder(tf.Module):
                  training=False, rows=None):
         """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
         computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
-        states = [hidden_states] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            hidden_states, probs = layer(hidden_states, bias, output_attentions, training, rows if i == last else None)
-            if output_hidden_states:
-                states.append(hidden_states)
-            if output_attentions:
-                attentions.append(probs)
-        return (hidden_states, tuple(states) if states is not None else None,
-                tuple(attentions) if attentions is not None else None)
+        return run_layers(len(self.layers), lambda i, h, r: self.layers[i](h, bias, output_attentions, training, r),
+                          hidden_states, output_hidden_states, output_attentions, rows)
 
 
 class CLIPTextEmbeddings(tf.Module):
