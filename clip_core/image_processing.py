@@ -33,8 +33,10 @@ pass ``do_rescale=False`` for images already in [0, 1] (a warning says so, as in
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
+import math
 import os
 import threading
 import warnings
@@ -45,6 +47,10 @@ from typing import Any, Sequence
 import numpy as np
 import PIL.Image
 
+try:  # the optional compiled resize (clip_core/_resample.c); without it PIL resizes, with the same pixels
+    from . import _resample
+except ImportError:  # pragma: no cover - exercised only where the extension could not be built
+    _resample = None
 from .hub import resolve_file as resolve_file_in
 from .hub import write_atomic
 from .tensors import BatchEncoding, batch, check_return_tensors
@@ -331,8 +337,8 @@ def _ingest_array(array: np.ndarray, index: int, do_convert_rgb: bool, layout: s
     return _Source(array=array, height=height, width=width, channels=channels)
 
 
-def _array_to_pil(array: np.ndarray, index: int) -> tuple[PIL.Image.Image, bool]:
-    """transformers' ``to_pil_image`` for resizing: (uint8 PIL image, whether it was scaled from [0, 1] by 255)."""
+def _array_to_uint8(array: np.ndarray, index: int) -> tuple[np.ndarray, bool]:
+    """transformers' ``to_pil_image`` for resizing: (uint8 pixels, whether they were scaled from [0, 1] by 255)."""
     rescaled = False
     if array.dtype != np.uint8:
         if np.allclose(array, array.astype(int)):  # whole numbers: taken as 0..255 pixel values
@@ -348,7 +354,7 @@ def _array_to_pil(array: np.ndarray, index: int) -> tuple[PIL.Image.Image, bool]
                 f"image {index} has fractional values in [{array.min()}, {array.max()}] (dtype {array.dtype}); "
                 "float images must lie in [0, 1] (or hold whole numbers in 0..255)")
         array = array.astype(np.uint8)
-    return PIL.Image.fromarray(np.ascontiguousarray(array)), rescaled
+    return array, rescaled
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -412,16 +418,25 @@ def _pass_order_rule() -> str | None:
     return rule
 
 
-def _resize_window(image: PIL.Image.Image, out_h: int, out_w: int, resample: Resampling,
+def _resize_window(image: PIL.Image.Image | np.ndarray, out_h: int, out_w: int, resample: Resampling,
                    rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """``np.asarray(image.resize((out_w, out_h), resample))[rows, cols]``, computing little more than the window.
 
+    ``image`` is a PIL image, or uint8 pixels (H, W) or (H, W, 3) standing for the "L" or "RGB" image they make.
     PIL resizes in two separable passes, each output pixel of a pass depending only on its own row (horizontal
     pass) or column (vertical pass) of the pass' input. So the first pass is run only on the source lines the window
     needs, its output cut to the window, and the second pass run on that alone: the same integer arithmetic on the
-    same numbers, hence the same pixels. The passes run in the order PIL would run them.
+    same numbers, hence the same pixels. The passes run in the order PIL would run them. "L" and "RGB" images with
+    the bicubic or bilinear filter go to the compiled kernel (``_kernel_window``) once it has been found to match
+    the installed Pillow; everything else to PIL.
     """
-    in_w, in_h = image.size
+    pixels = image if isinstance(image, np.ndarray) else None
+    in_h, in_w = pixels.shape[:2] if pixels is not None else image.size[::-1]
+    if (resample in _KERNEL_FILTERS and (pixels is not None or image.mode in ("RGB", "L"))
+            and _pass_order_rule() is not None and _kernel_matches_pillow()):
+        return _kernel_window(image, out_h, out_w, resample, rows, cols)
+    if pixels is not None:
+        image = PIL.Image.fromarray(np.ascontiguousarray(pixels))
     if (resample not in _FILTER_SUPPORT or (in_w, in_h) == (out_w, out_h) or _pass_order_rule() is None):
         return np.asarray(image.resize((out_w, out_h), resample, reducing_gap=None))[rows[0]:rows[1],
                                                                                      cols[0]:cols[1]]
@@ -450,6 +465,125 @@ def _horizontal_first_window(image: PIL.Image.Image, out_h: int, out_w: int, res
         band = canvas
     band = band.resize((x1 - x0, out_h), resample, reducing_gap=None)  # vertical pass only
     return np.asarray(band)[y0:y1]
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    # Keys' cubic, a = -0.5, with Resample.c's grouping of the operations: the weights must match to the bit
+    a = -0.5
+    x = np.abs(x)
+    return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1,
+                    np.where(x < 2.0, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+# The filters the compiled kernel takes: their weights need no transcendental function, so numpy computes exactly
+# Resample.c's doubles (HAMMING and LANCZOS call sin/cos, whose last bit may differ between libraries).
+_KERNEL_FILTERS = {Resampling.BILINEAR: _bilinear, Resampling.BICUBIC: _bicubic}
+_PRECISION_BITS = 22  # Resample.c: 32 bits less 8 for the pixel and 2 of headroom
+
+
+@functools.lru_cache(maxsize=512)
+def _kernel_weights(in_size: int, out_size: int, start: int, stop: int, resample: Resampling):
+    """Resample.c's ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` for output pixels [start, stop) of one axis:
+    (first input, input count, (outputs, taps) int32 weights); an identity pass when the size does not change."""
+    if in_size == out_size:
+        n = stop - start
+        return _frozen(np.arange(start, stop, dtype=np.int32), np.ones(n, np.int32),
+                       np.full((n, 1), 1 << _PRECISION_BITS, np.int32))
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = _FILTER_SUPPORT[resample] * filterscale
+    taps = np.arange(int(math.ceil(support)) * 2 + 1)
+    center = (np.arange(start, stop, dtype=np.float64) + 0.5) * scale
+    first = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates; below 0 clips to 0
+    count = np.minimum((center + support + 0.5).astype(np.int64), in_size) - first
+    valid = taps < count[:, None]
+    weights = np.where(valid, _KERNEL_FILTERS[resample]((taps + first[:, None] - center[:, None] + 0.5)
+                                                        * (1.0 / filterscale)), 0.0)
+    total = np.cumsum(weights, axis=1)[:, -1:]  # C adds them one by one
+    weights = np.where(total != 0.0, weights / np.where(total != 0.0, total, 1.0), weights)
+    scaled = weights * (1 << _PRECISION_BITS)
+    fixed = np.trunc(np.where(scaled < 0, scaled - 0.5, scaled + 0.5))  # C's (int)(x -/+ 0.5)
+    return _frozen(first.astype(np.int32), count.astype(np.int32), np.where(valid, fixed, 0.0).astype(np.int32))
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays, read-only (they are cached and shared between threads)."""
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
+
+
+def _kernel_window(image: PIL.Image.Image | np.ndarray, out_h: int, out_w: int, resample: Resampling,
+                   rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """The rows/cols window of PIL's resize of an "RGB" or "L" image, or of uint8 pixels (H, W) or (H, W, 3), by the
+    compiled kernel. A PIL image is read in place where Pillow exports it to Arrow, else copied to numpy."""
+    if isinstance(image, np.ndarray):
+        source, (in_h, in_w), channels = np.ascontiguousarray(image), image.shape[:2], 3 if image.ndim == 3 else 1
+    else:
+        (in_w, in_h), channels = image.size, 3 if image.mode == "RGB" else 1
+        source = _arrow_pixels(image)
+        source = np.asarray(image) if source is None else source
+    col_first, col_count, col_weights = _kernel_weights(in_w, out_w, cols[0], cols[1], resample)
+    row_first, row_count, row_weights = _kernel_weights(in_h, out_h, rows[0], rows[1], resample)
+    out = np.empty((rows[1] - rows[0], cols[1] - cols[0], channels), np.uint8)
+    vertical_first = in_w != out_w and in_h != out_h and _vertical_first(in_w, in_h, out_w, out_h)
+    _resample.resize(source, in_h, in_w, channels, out, out.shape[0], out.shape[1],
+                     col_first, col_count, col_weights, col_weights.shape[1],
+                     row_first, row_count, row_weights, row_weights.shape[1], vertical_first)
+    return out if channels == 3 else out[:, :, 0]
+
+
+def _arrow_pixels(image: PIL.Image.Image):
+    """The (schema, array) capsules of Pillow's zero-copy Arrow export (Pillow 11.2 and later), or None where there
+    is none (an older Pillow, or an image stored in several memory blocks)."""
+    export = getattr(image, "__arrow_c_array__", None)
+    try:
+        return None if export is None else export()
+    except (ValueError, NotImplementedError):
+        return None
+
+
+_kernel_verdict: list[bool] = []
+_kernel_lock = threading.Lock()
+
+
+def _kernel_matches_pillow() -> bool:
+    """Whether the compiled kernel is built and gives the installed Pillow's pixels: checked once, on small random
+    images (both modes and filters, down- and upscaling, either pass first, one axis alone, cut windows)."""
+    with _kernel_lock:
+        if not _kernel_verdict:
+            try:
+                trusted = _resample is not None and _check_kernel()
+            except Exception as err:  # noqa: BLE001 - whatever went wrong, PIL does the work (with the same pixels)
+                logger.warning("clip_core._resample failed its check (%s); PIL resizes instead", err)
+                trusted = False
+            _kernel_verdict.append(trusted)
+        return _kernel_verdict[0]
+
+
+def _check_kernel() -> bool:
+    rng = np.random.default_rng(0)
+    cases = [(64, 48, 29, 22), (48, 64, 22, 29), (40, 120, 38, 30), (33, 71, 35, 37), (90, 20, 60, 45),
+             (20, 90, 45, 60), (64, 64, 17, 31), (50, 37, 50, 19), (37, 50, 19, 50), (301, 200, 337, 224)]
+    for in_w, in_h, out_w, out_h in cases:
+        for shape in ((in_h, in_w, 3), (in_h, in_w)):
+            pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+            image = PIL.Image.fromarray(pixels)
+            for resample in _KERNEL_FILTERS:
+                full = np.asarray(image.resize((out_w, out_h), resample, reducing_gap=None))
+                rows, cols = (out_h // 5, out_h - out_h // 4), (out_w // 3, out_w - out_w // 6)
+                want = full[rows[0]:rows[1], cols[0]:cols[1]]
+                if not all(np.array_equal(_kernel_window(source, out_h, out_w, resample, rows, cols), want)
+                           for source in (pixels, image)):
+                    logger.warning("clip_core._resample differs from the installed Pillow %s; PIL resizes instead",
+                                   PIL.__version__)
+                    return False
+    return True
 
 
 def _crop_geometry(height: int, width: int, crop: tuple[int, int] | None):
@@ -539,7 +673,7 @@ class _Plan:
             if source.pil is not None:
                 image = source.pil.convert(source.convert) if source.convert else source.pil
             else:
-                image, pil_rescaled = _array_to_pil(source.array, index)
+                image, pil_rescaled = _array_to_uint8(source.array, index)
             out_h, out_w = _resize_output_size(source.height, source.width, self.size)
             rows, cols, (dy, dx) = _crop_geometry(out_h, out_w, self.crop)
             window = _resize_window(image, out_h, out_w, self.resample, rows, cols)

@@ -207,6 +207,103 @@ def test_resize_window_is_exact():
         np.testing.assert_array_equal(got, expected, err_msg=f"{(in_w, in_h)} -> {(out_w, out_h)} {resample!r}")
 
 
+def test_compiled_kernel_is_built_and_trusted():
+    """The compiled resize is optional for users, not for CI: there it must be built and agree with Pillow."""
+    if ip._resample is None and not os.environ.get("CI"):
+        pytest.skip("clip_core._resample was not built (PIL resizes instead)")
+    assert ip._resample is not None, "clip_core._resample was not built: pip install -e . compiles it"
+    assert ip._kernel_matches_pillow()
+
+
+def test_compiled_kernel_gives_pil_pixels():
+    """The kernel alone against PIL's whole resize, on photo-like and odd sizes, RGB and L, both of its filters,
+    down- and upscaling, either pass first, windows anywhere (the centre crop's and others)."""
+    if ip._resample is None:
+        pytest.skip("clip_core._resample was not built")
+    rng = _rng(21)
+    sizes = [(640, 480, 298, 224), (480, 640, 224, 298), (1024, 768, 298, 224), (500, 333, 336, 224),
+             (224, 224, 224, 224), (37, 301, 224, 1822), (9, 7, 300, 250), (300, 900, 299, 100), (333, 95, 40, 95)]
+    sizes += [tuple(int(v) for v in rng.integers(1, 400, 4)) for _ in range(40)]
+    for in_w, in_h, out_w, out_h in sizes:
+        for shape in ((in_h, in_w, 3), (in_h, in_w)):
+            pixels = np.array(Image.fromarray(rng.integers(0, 256, (max(in_h // 4, 1), max(in_w // 4, 1), 3),
+                                                             dtype=np.uint8)).resize((in_w, in_h), Image.BILINEAR))
+            pixels = pixels if len(shape) == 3 else pixels[:, :, 1].copy()
+            pixels[rng.random(pixels.shape) < 0.05] = 255  # sharp spots: overshoots to clip
+            image = Image.fromarray(pixels)
+            for resample in (Image.Resampling.BICUBIC, Image.Resampling.BILINEAR):
+                full = np.asarray(image.resize((out_w, out_h), resample))
+                y0, x0 = int(rng.integers(0, out_h)), int(rng.integers(0, out_w))
+                rows, cols = (y0, int(rng.integers(y0 + 1, out_h + 1))), (x0, int(rng.integers(x0 + 1, out_w + 1)))
+                for source in (pixels, image):  # numpy pixels, and PIL's own memory (through Arrow)
+                    np.testing.assert_array_equal(
+                        ip._kernel_window(source, out_h, out_w, resample, rows, cols),
+                        full[rows[0]:rows[1], cols[0]:cols[1]],
+                        err_msg=f"{(in_w, in_h)} -> {(out_w, out_h)} {resample!r} {shape} {type(source)}")
+
+
+def test_compiled_kernel_on_an_image_pil_cannot_export():
+    """An image stored in several memory blocks has no Arrow export: it is copied to numpy, with the same result."""
+    if ip._resample is None:
+        pytest.skip("clip_core._resample was not built")
+    image = _photo(4000, 1100, seed=26)  # 17.6 MB of RGBX: more than one of PIL's 16 MB blocks
+    assert ip._arrow_pixels(image) is None
+    out_h, out_w = ip._resize_output_size(1100, 4000, {"shortest_edge": 224})
+    rows, cols, _ = ip._crop_geometry(out_h, out_w, (224, 224))
+    expected = np.asarray(image.resize((out_w, out_h), Image.BICUBIC))[rows[0]:rows[1], cols[0]:cols[1]]
+    np.testing.assert_array_equal(ip._kernel_window(image, out_h, out_w, Image.BICUBIC, rows, cols), expected)
+
+
+def test_pil_fallback_gives_the_same_output(monkeypatch):
+    """Where the kernel is missing or distrusted, PIL resizes: the processor's output does not change."""
+    images = [_photo(640, 480, seed=22), _photo(333, 500, seed=23), _photo(200, 90, seed=24, mode="L"),
+              np.asarray(_photo(301, 260, seed=25))]
+    bicubic, bilinear = _ours(images), _ours(images, resample=Image.BILINEAR)
+    monkeypatch.setattr(ip, "_kernel_verdict", [False])
+    np.testing.assert_array_equal(_ours(images), bicubic)
+    np.testing.assert_array_equal(_ours(images, resample=Image.BILINEAR), bilinear)
+
+
+def test_a_failing_kernel_check_means_pil(monkeypatch, caplog):
+    """If the kernel cannot even run its check (say a future Pillow exports pixels otherwise), PIL does the work."""
+    image = _photo(333, 250, seed=27)
+    expected = _ours([image])
+
+    def broken():
+        raise ValueError("unsupported Arrow pixels (format +w:3)")
+    monkeypatch.setattr(ip, "_kernel_verdict", [])
+    monkeypatch.setattr(ip, "_resample", object())
+    monkeypatch.setattr(ip, "_check_kernel", broken)
+    with caplog.at_level("WARNING", logger="clip_core.image_processing"):
+        assert ip._kernel_matches_pillow() is False
+    assert "failed its check (unsupported Arrow pixels (format +w:3)); PIL resizes instead" in caplog.text
+    np.testing.assert_array_equal(_ours([image]), expected)
+
+
+def test_compiled_kernel_checks_its_arguments():
+    if ip._resample is None:
+        pytest.skip("clip_core._resample was not built")
+    pixels = np.zeros((10, 12, 3), np.uint8)
+    out = np.empty((4, 5, 3), np.uint8)
+    first, count, weights = ip._kernel_weights(12, 5, 0, 5, Image.Resampling.BICUBIC)
+    rows = ip._kernel_weights(10, 4, 0, 4, Image.Resampling.BICUBIC)
+    args = (pixels, 10, 12, 3, out, 4, 5, first, count, weights, weights.shape[1], *rows, rows[2].shape[1], False)
+    ip._resample.resize(*args)  # well-formed
+    with pytest.raises(ValueError, match="108 source pixels and a 60-byte output, expected 10 x 12 pixels"):
+        ip._resample.resize(pixels[:9].copy(), *args[1:])
+    with pytest.raises(ValueError, match=r"column plan: output 2 reads inputs \[4, 14\) of 12"):
+        ip._resample.resize(*args[:7], first + np.int32(3), *args[8:])
+    with pytest.raises(ValueError, match="row plan: expected 4"):
+        ip._resample.resize(*args[:11], rows[0][:3].copy(), *args[12:])
+    with pytest.raises(TypeError):
+        ip._resample.resize(*args[:4], out.view(np.uint8).tobytes(), *args[5:])  # read-only output
+    gray = Image.new("L", (12, 10)).__arrow_c_array__()
+    with pytest.raises(ValueError, match="Arrow pixels of 1 bytes for 3 channels"):
+        ip._resample.resize(gray, *args[1:])
+    with pytest.raises(ValueError, match="channels must be 1 or 3, got 4"):
+        ip._resample.resize(pixels, 10, 12, 4, *args[4:])
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Live comparison with transformers on non-default settings and inputs
 # --------------------------------------------------------------------------------------------------------------------
