@@ -207,19 +207,24 @@ def test_resize_window_is_exact():
         np.testing.assert_array_equal(got, expected, err_msg=f"{(in_w, in_h)} -> {(out_w, out_h)} {resample!r}")
 
 
+def _require_kernel():
+    """The compiled resize is optional for users, not for CI: missing, it fails there and skips elsewhere."""
+    if ip._resample is None:
+        message = "clip_core._resample was not built (PIL resizes instead): pip install -e . compiles it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def test_compiled_kernel_is_built_and_trusted():
-    """The compiled resize is optional for users, not for CI: there it must be built and agree with Pillow."""
-    if ip._resample is None and not os.environ.get("CI"):
-        pytest.skip("clip_core._resample was not built (PIL resizes instead)")
-    assert ip._resample is not None, "clip_core._resample was not built: pip install -e . compiles it"
+    _require_kernel()
     assert ip._kernel_matches_pillow()
 
 
 def test_compiled_kernel_gives_pil_pixels():
     """The kernel alone against PIL's whole resize, on photo-like and odd sizes, RGB and L, both of its filters,
     down- and upscaling, either pass first, windows anywhere (the centre crop's and others)."""
-    if ip._resample is None:
-        pytest.skip("clip_core._resample was not built")
+    _require_kernel()
     rng = _rng(21)
     sizes = [(640, 480, 298, 224), (480, 640, 224, 298), (1024, 768, 298, 224), (500, 333, 336, 224),
              (224, 224, 224, 224), (37, 301, 224, 1822), (9, 7, 300, 250), (300, 900, 299, 100), (333, 95, 40, 95)]
@@ -244,8 +249,7 @@ def test_compiled_kernel_gives_pil_pixels():
 
 def test_compiled_kernel_on_an_image_pil_cannot_export():
     """An image stored in several memory blocks has no Arrow export: it is copied to numpy, with the same result."""
-    if ip._resample is None:
-        pytest.skip("clip_core._resample was not built")
+    _require_kernel()
     image = _photo(4000, 1100, seed=26)  # 17.6 MB of RGBX: more than one of PIL's 16 MB blocks
     assert ip._arrow_pixels(image) is None
     out_h, out_w = ip._resize_output_size(1100, 4000, {"shortest_edge": 224})
@@ -281,8 +285,7 @@ def test_a_failing_kernel_check_means_pil(monkeypatch, caplog):
 
 
 def test_compiled_kernel_checks_its_arguments():
-    if ip._resample is None:
-        pytest.skip("clip_core._resample was not built")
+    _require_kernel()
     pixels = np.zeros((10, 12, 3), np.uint8)
     out = np.empty((4, 5, 3), np.uint8)
     first, count, weights = ip._kernel_weights(12, 5, 0, 5, Image.Resampling.BICUBIC)
