@@ -562,9 +562,7 @@ class _CLIPTokenizerBase:
 
     @padding_side.setter
     def padding_side(self, side: str) -> None:
-        if side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {side!r}")
-        self._padding_side = side
+        self._padding_side = _check_side("padding_side", side)
 
     @property
     def truncation_side(self) -> str:
@@ -573,9 +571,7 @@ class _CLIPTokenizerBase:
 
     @truncation_side.setter
     def truncation_side(self, side: str) -> None:
-        if side not in ("right", "left"):
-            raise ValueError(f"truncation_side must be 'right' or 'left', got {side!r}")
-        self._truncation_side = side
+        self._truncation_side = _check_side("truncation_side", side)
 
     @property
     def vocab_size(self) -> int:
@@ -692,8 +688,8 @@ class _CLIPTokenizerBase:
         """
         check_return_tensors(return_tensors)
         pad_strategy, trunc_strategy, max_length = self._strategies(padding, truncation, max_length, verbose)
-        if padding_side is not None and padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        if padding_side is not None:
+            _check_side("padding_side", padding_side)
         if pad_to_multiple_of is not None and not (_is_int(pad_to_multiple_of) and pad_to_multiple_of > 0):
             raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
         if return_token_type_ids and not add_special_tokens:
@@ -1029,6 +1025,13 @@ class _CLIPTokenizerBase:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_side(name: str, side: Any) -> str:
+    """``side`` if it is "right" or "left"; otherwise a ValueError naming the argument ``name``."""
+    if side not in ("right", "left"):
+        raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
+    return side
 
 
 def _as_batch(text: Any, name: str) -> tuple[bool, list[str]]:
