@@ -52,10 +52,12 @@ class Timings(dict):
 
 
 def timeit(contenders: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 2,
-           min_seconds: float = 3.0) -> Timings:
+           min_seconds: float = 6.0) -> Timings:
     """Seconds per call of each contender (:class:`Timings`): contenders alternate within every round, after
-    ``warmup`` calls each, with the garbage collector paused (as the standard ``timeit`` does). Quick cases get more
-    rounds (up to ten times ``repeats``), so that every case is timed for about ``min_seconds`` at least."""
+    ``warmup`` calls each, with the garbage collector paused (as the standard ``timeit`` does); every other round
+    runs them in reverse order, so that no contender always follows the same one (a call can leave the caches,
+    the thread pool or the clock speed in a state that helps or hurts the next). Quick cases get more rounds (up
+    to twenty times ``repeats``), so that every case is timed for about ``min_seconds`` at least."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
@@ -63,14 +65,14 @@ def timeit(contenders: dict[str, Callable[[], object]], repeats: int = 5, warmup
     for fn in contenders.values():
         fn()
     round_seconds = time.perf_counter() - start
-    repeats = max(repeats, min(10 * repeats, int(min_seconds / max(round_seconds, 1e-6)) + 1))
+    repeats = max(repeats, min(20 * repeats, int(min_seconds / max(round_seconds, 1e-6)) + 1))
     times: dict[str, list[float]] = {name: [] for name in contenders}
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
-            for name, fn in contenders.items():
+        for round_ in range(repeats):
+            for name, fn in list(contenders.items())[::-1 if round_ % 2 else 1]:
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
