@@ -23,7 +23,8 @@ from clip_core.weights import StateMismatchError, init_state, to_flax_tree  # no
 from clip_flax import (CLIPConfig, CLIPTextConfig, CLIPVisionConfig, FlaxCLIPForImageClassification,  # noqa: E402
                        FlaxCLIPModel, FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection, FlaxCLIPVisionModel,
                        FlaxCLIPVisionModelWithProjection)
-from clip_flax.modeling import attention_bias, contrastive_loss, interpolate_pos_encoding, pool_text  # noqa: E402
+from clip_flax.modeling import (_Dense, attention_bias, contrastive_loss, interpolate_pos_encoding,  # noqa: E402
+                                pool_text)
 from clip_core.outputs import BaseModelOutputWithPooling, CLIPOutput  # noqa: E402
 from tests.conftest import (ROOT, WEIGHT_FILES, assert_close, load_expected, single_format_dir,  # noqa: E402
                             to_numpy, unit)
@@ -136,6 +137,33 @@ def test_bfloat16_computation_stays_close(tmp_path):
     model = FlaxCLIPModel.from_pretrained(folder, dtype=jnp.bfloat16)
     out = model(pixel_values=exp["pixel_values"], params=model.to_bf16(), **text)
     assert_close(out.image_embeds, ref.image_embeds, 2e-2)
+
+
+def test_bfloat16_on_cpu_multiplies_with_the_float32_weights():
+    """XLA:CPU has no bfloat16 matrix product; with float32 weights and a bfloat16 computation the CPU multiplies
+    bfloat16 activations by the float32 weights, rather than rounding a copy of every weight on every call."""
+    config = CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8, projection_dim=16)
+    full, low = (FlaxCLIPVisionModelWithProjection(config, seed=0, dtype=dtype)
+                 for dtype in (jnp.float32, jnp.bfloat16))
+    pixels = _pixels(config, seed=1)
+    kernels = [v for k, v in _flat(low.params).items() if k.endswith("/kernel") and v.ndim == 2]
+    weight_bytes = sum(v.size * v.dtype.itemsize for v in kernels)
+
+    def temp_bytes(model):  # the scratch memory one call needs (a converted copy of the weights would show here)
+        fn = jax.jit(lambda p, x: model(pixel_values=x, params=p).image_embeds)
+        return fn.lower(model.params, pixels).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(low) < temp_bytes(full) + weight_bytes / 4, (temp_bytes(low), temp_bytes(full), weight_bytes)
+    # One projection, computed by hand: float32 product of the bfloat16 input, rounded to bfloat16 once.
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 128)), jnp.bfloat16)
+    w = low.params["visual_projection"]["kernel"]
+    out = _Dense(16, use_bias=False, dtype=jnp.bfloat16).apply({"params": {"kernel": w}}, x)
+    assert out.dtype == jnp.bfloat16
+    expected = (np.asarray(x, np.float32) @ np.asarray(w, np.float32)).astype(jnp.bfloat16).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(out, np.float32), expected, rtol=2 ** -8, atol=1e-6)
+    rounded = np.asarray(x, np.float32) @ np.asarray(w.astype(jnp.bfloat16), np.float32)
+    assert np.abs(rounded - np.asarray(out, np.float32)).max() > 0  # the weights were not rounded
 
 
 # ============================================================================================ live vs transformers
