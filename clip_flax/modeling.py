@@ -167,7 +167,7 @@ class CLIPMLP(nn.Module):
     def __call__(self, hidden_states):
         cfg = self.config
         hidden_states = activation(cfg.hidden_act)(_Dense(cfg.intermediate_size, dtype=self.dtype,
-                                                            name="fc1")(hidden_states))
+                                                           name="fc1")(hidden_states))
         return _Dense(cfg.hidden_size, dtype=self.dtype, name="fc2")(hidden_states)
 
 
