@@ -488,9 +488,9 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         if input_ids is None:
             raise ValueError("input_ids is required: you have to specify input_ids")
         ids = _concrete(input_ids)
-        check_text_inputs(config, np.shape(input_ids),
-                          (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None,
-                          dtype=getattr(input_ids, "dtype", None))
+        with jax.ensure_compile_time_eval():  # a concrete array is read even while a caller's jax.jit traces
+            span = (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None
+        check_text_inputs(config, np.shape(input_ids), span, dtype=getattr(input_ids, "dtype", None))
         if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
             raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
                              f"input_ids {np.shape(input_ids)}")
@@ -502,7 +502,8 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
                                  f"found shape {np.shape(position_ids)}")
             positions = _concrete(position_ids)
             if positions is not None and positions.size:
-                low, high = int(positions.min()), int(positions.max())
+                with jax.ensure_compile_time_eval():
+                    low, high = int(positions.min()), int(positions.max())
                 if low < 0 or high >= config.max_position_embeddings:
                     raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
                                      f"found {low if low < 0 else high}")
@@ -517,8 +518,9 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         if pixel_values is None:
             raise ValueError("pixel_values is required: you have to specify pixel_values")
         pixels = _concrete(pixel_values)
-        finite = bool(jnp.isfinite(pixels).all() if isinstance(pixels, jax.Array) else np.isfinite(pixels).all()) \
-            if pixels is not None else None
+        with jax.ensure_compile_time_eval():  # a concrete array is read even while a caller's jax.jit traces
+            finite = bool(jnp.isfinite(pixels).all() if isinstance(pixels, jax.Array) else np.isfinite(pixels).all()) \
+                if pixels is not None else None
         check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding), finite)
         return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
 

@@ -503,6 +503,26 @@ def test_gradients_flow_through_the_loss():
     assert abs(float(flat["logit_scale"])) > 0 and np.abs(flat["vision_model/embeddings/class_embedding"]).max() > 0
 
 
+def test_user_jit_over_inputs_held_as_jax_arrays():
+    """Inputs a caller's function closes over as concrete JAX arrays are still read and checked while jax.jit traces
+    it (their reductions used to be staged into the trace: a TracerBoolConversionError); gradients also flow
+    through a bfloat16 computation with float32 parameters (the CPU's product of ``_Dense``)."""
+    model, ids, mask, pixels = _tiny()
+    ids_d, mask_d, pixels_d = (jnp.asarray(v) for v in (ids, mask, pixels))
+    logits = jax.jit(lambda p: model(ids_d, pixels_d, attention_mask=mask_d, params=p).logits_per_image)
+    assert_close(logits(model.params), model(ids, pixels, attention_mask=mask).logits_per_image, 1e-6)
+    bad_pixels, bad_ids = pixels_d.at[0, 0, 0, 0].set(jnp.nan), ids_d.at[0, 0].set(10 ** 6)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        jax.jit(lambda p: model.get_image_features(bad_pixels, params=p))(model.params)
+    with pytest.raises(ValueError, match="input_ids"):
+        jax.jit(lambda p: model.get_text_features(bad_ids, params=p))(model.params)
+    low = FlaxCLIPModel(model.config, seed=0, dtype=jnp.bfloat16)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(
+        low.get_image_features(pixels_d, params=p).astype(jnp.float32) ** 2)))(low.params)
+    kernel = grads["vision_model"]["encoder"]["layers"]["0"]["mlp"]["fc1"]["kernel"]
+    assert kernel.dtype == jnp.float32 and np.isfinite(kernel).all() and np.abs(kernel).max() > 0
+
+
 def test_repeated_shapes_do_not_retrace():
     model, ids, mask, pixels = _tiny()
     model(ids, pixels, attention_mask=mask)
