@@ -329,11 +329,23 @@ def _traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _concrete(x):
-    """``x`` as an array whose values can be read (numpy, or a JAX array left where it is), or ``None``."""
+def _read(x, reduce):
+    """``reduce`` of ``x``'s values (numpy, or a JAX array reduced where it lives), or ``None`` where they cannot be
+    read (``x`` is None or abstract). A concrete array is read even while a caller's ``jax.jit`` traces the call
+    (a function closing over device arrays): its reductions would otherwise be staged into the trace."""
     if x is None or _traced(x):
         return None
-    return x if isinstance(x, jax.Array) else np.asarray(x)
+    with jax.ensure_compile_time_eval():
+        return reduce(x if isinstance(x, jax.Array) else np.asarray(x))
+
+
+def _span(values):
+    """(smallest, largest) of an array's values as ints; ``None`` for an empty array."""
+    return (int(values.min()), int(values.max())) if values.size else None
+
+
+def _all_finite(values) -> bool:
+    return bool((jnp if isinstance(values, jax.Array) else np).isfinite(values).all())
 
 
 def _unflatten_output(cls, keys, values):
@@ -487,10 +499,7 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         """Checked text inputs as int32 arrays (value checks only when the values are concrete)."""
         if input_ids is None:
             raise ValueError("input_ids is required: you have to specify input_ids")
-        ids = _concrete(input_ids)
-        with jax.ensure_compile_time_eval():  # a concrete array is read even while a caller's jax.jit traces
-            span = (int(ids.min()), int(ids.max())) if ids is not None and ids.size else None
-        check_text_inputs(config, np.shape(input_ids), span, dtype=getattr(input_ids, "dtype", None))
+        check_text_inputs(config, np.shape(input_ids), _read(input_ids, _span), dtype=getattr(input_ids, "dtype", None))
         if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
             raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
                              f"input_ids {np.shape(input_ids)}")
@@ -500,10 +509,9 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
                     np.shape(position_ids)[0] not in (1, batch):
                 raise ValueError(f"position_ids must have shape ({batch} or 1, {length}) matching input_ids, "
                                  f"found shape {np.shape(position_ids)}")
-            positions = _concrete(position_ids)
-            if positions is not None and positions.size:
-                with jax.ensure_compile_time_eval():
-                    low, high = int(positions.min()), int(positions.max())
+            span = _read(position_ids, _span)
+            if span is not None:
+                low, high = span
                 if low < 0 or high >= config.max_position_embeddings:
                     raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
                                      f"found {low if low < 0 else high}")
@@ -517,11 +525,8 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         """Checked NCHW pixels as a float32 array (finiteness checked only when the values are concrete)."""
         if pixel_values is None:
             raise ValueError("pixel_values is required: you have to specify pixel_values")
-        pixels = _concrete(pixel_values)
-        with jax.ensure_compile_time_eval():  # a concrete array is read even while a caller's jax.jit traces
-            finite = bool(jnp.isfinite(pixels).all() if isinstance(pixels, jax.Array) else np.isfinite(pixels).all()) \
-                if pixels is not None else None
-        check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding), finite)
+        check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding),
+                            _read(pixel_values, _all_finite))
         return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
 
     def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
