@@ -117,16 +117,15 @@ class _Dense(nn.Dense):
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         dtype = jnp.dtype(self.dtype or kernel.dtype)
 
-        def product(wide: bool):
-            def run(x, w, b):
-                x, w, b = nn.dtypes.promote_dtype(x, w, b, dtype=w.dtype if wide else dtype)
-                out = jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
-                return (out if b is None else out + b).astype(dtype)
-            return run
+        def product(x, w, b, wide=False):  # wide: multiply in the weights' dtype, round the result
+            x, w, b = nn.dtypes.promote_dtype(x, w, b, dtype=w.dtype if wide else dtype)
+            out = jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+            return (out if b is None else out + b).astype(dtype)
 
         if jnp.finfo(dtype).bits >= jnp.finfo(kernel.dtype).bits:
-            return product(False)(inputs, kernel, bias)
-        return jax.lax.platform_dependent(inputs, kernel, bias, cpu=product(True), default=product(False))
+            return product(inputs, kernel, bias)
+        return jax.lax.platform_dependent(inputs, kernel, bias, cpu=functools.partial(product, wide=True),
+                                          default=product)
 
 
 class CLIPAttention(nn.Module):
