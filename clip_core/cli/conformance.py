@@ -1,0 +1,42 @@
+"""``triclip conformance``: load one canonical state into every installed backend and compare every output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clip_core.cli._common import EXIT_FAILED, add_debug
+
+
+def register(sub) -> None:
+    conf = sub.add_parser("conformance", help="compare every backend's outputs on one state",
+                          description="Load one canonical state into every installed backend, feed the same inputs "
+                                      "and compare every output pairwise. Without arguments: the built-in tiny "
+                                      "config with random weights (seconds, nothing downloaded).")
+    source = conf.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="a config.json (random weights)")
+    source.add_argument("--preset", help="a named architecture: tiny, ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14-336")
+    source.add_argument("--checkpoint", help="a checkpoint directory or file, any format (real weights)")
+    source.add_argument("--fixture", type=Path, help="a folder with a checkpoint and expected.npz to compare with")
+    conf.add_argument("--backends", default="pt,tf,flax", help="comma-separated: pt, tf, flax, hf (default pt,tf,flax)")
+    conf.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    conf.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    add_debug(conf)
+
+
+def run(args) -> int:
+    from clip_core.config import CLIPConfig
+    from conformance import run_conformance
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    kwargs = dict(backends=backends, dtype=args.dtype, seed=args.seed)
+    if args.config is not None:
+        kwargs["config"] = CLIPConfig.from_pretrained(args.config)
+    elif args.preset is not None:
+        kwargs["preset"] = args.preset
+    elif args.checkpoint is not None:
+        kwargs["checkpoint"] = args.checkpoint
+    elif args.fixture is not None:
+        kwargs["fixture"] = args.fixture
+    report = run_conformance(**kwargs)
+    print(report.table())
+    return 0 if report.ok else EXIT_FAILED
