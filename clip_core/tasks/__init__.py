@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "Pair": "datasets", "read_pairs": "datasets", "load_image": "datasets", "epoch_batches": "datasets",
+    "make_batch": "datasets", "make_shapes_dataset": "synthetic",
+    "TrainingConfig": "training", "learning_rate": "training", "decays": "training", "frozen": "training",
     "ZeroShotClassifier": "zeroshot", "ZeroShotImageClassification": "zeroshot", "OPENAI_TEMPLATES": "zeroshot",
     "retrieval_metrics": "retrieval",
     "patch_similarity": "similarity_map", "render_heatmap": "similarity_map",
