@@ -19,7 +19,8 @@ from typing import Sequence
 from clip_core.cli._common import EXIT_ERROR, EXIT_FAILED  # noqa: F401  (re-exported)
 
 # Subcommand -> module of this package (a module name may not shadow a stdlib one, hence ``eval_``).
-COMMANDS = {"conformance": "conformance", "convert": "convert", "bench": "bench"}
+COMMANDS = {"conformance": "conformance", "convert": "convert", "bench": "bench", "embed": "embed", "index": "index",
+            "search": "search", "eval": "eval_"}
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
