@@ -22,6 +22,7 @@ from clip_core import checkpoints as ck  # noqa: E402
 from clip_core.checkpoints import (CorruptCheckpointError, UnsafeCheckpointError,  # noqa: E402
                                    UnsupportedCheckpointError, load_checkpoint, save_checkpoint)
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
+from clip_core.formats import flax_msgpack, keras_h5  # noqa: E402
 from clip_core.weights import (StateMismatchError, flatten_tree, flax_path, init_state, param_table,  # noqa: E402
                                tf_name, to_flax_tree, to_framework_layout)
 from tests.conftest import ROOT, WEIGHT_FILES, shared_path, single_format_dir  # noqa: E402
@@ -207,7 +208,7 @@ def test_flax_msgpack_against_flax_itself(tmp_path, monkeypatch, fixture_state):
     serialization = pytest.importorskip("flax.serialization")
     config, state = fixture_state
     table = param_table(config)
-    monkeypatch.setattr(ck, "FLAX_MAX_CHUNK_SIZE", 4096)  # force flax's chunked form for the big tables
+    monkeypatch.setattr(flax_msgpack, "FLAX_MAX_CHUNK_SIZE", 4096)  # force flax's chunked form for the big tables
     ck.write_flax_msgpack(tmp_path / "flax_model.msgpack", state, table)
     restored = serialization.msgpack_restore((tmp_path / "flax_model.msgpack").read_bytes())
     expected = dict(flatten_tree(to_flax_tree(state, table)))
@@ -506,7 +507,7 @@ def test_overwrite_refusal_and_atomic_writes(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ck, "write_tf_h5", broken)
+    monkeypatch.setattr(keras_h5, "write_tf_h5", broken)
     other = init_state(config, seed=9)
     with pytest.raises(RuntimeError, match="disk full"):
         save_checkpoint(existing, config, other, formats=["safetensors", "tf"])

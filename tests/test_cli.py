@@ -170,3 +170,65 @@ def test_console_script_debug_shows_the_traceback(tmp_path):
     debug = subprocess.run(cmd + ["--debug", "convert", str(tmp_path / "x"), str(tmp_path / "y")],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def _narrow_openai_state(text_width: int = 32, vision_width: int = 48, embed: int = 16) -> dict:
+    """A one-block OpenAI state dict (OpenAI's clip/model.py names and shapes) whose towers are narrower than 64."""
+    rng = np.random.default_rng(0)
+
+    def block(prefix: str, w: int) -> dict:
+        shapes = {"attn.in_proj_weight": (3 * w, w), "attn.in_proj_bias": (3 * w,), "attn.out_proj.weight": (w, w),
+                  "attn.out_proj.bias": (w,), "ln_1.weight": (w,), "ln_1.bias": (w,), "ln_2.weight": (w,),
+                  "ln_2.bias": (w,), "mlp.c_fc.weight": (4 * w, w), "mlp.c_fc.bias": (4 * w,),
+                  "mlp.c_proj.weight": (w, 4 * w), "mlp.c_proj.bias": (w,)}
+        return {f"{prefix}transformer.resblocks.0.{k}": s for k, s in shapes.items()}
+
+    vw, tw = vision_width, text_width
+    shapes = {"visual.conv1.weight": (vw, 3, 8, 8), "visual.class_embedding": (vw,),
+              "visual.positional_embedding": (5, vw), "visual.ln_pre.weight": (vw,), "visual.ln_pre.bias": (vw,),
+              "visual.ln_post.weight": (vw,), "visual.ln_post.bias": (vw,), "visual.proj": (vw, embed),
+              "token_embedding.weight": (100, tw), "positional_embedding": (7, tw), "ln_final.weight": (tw,),
+              "ln_final.bias": (tw,), "text_projection": (tw, embed), "logit_scale": (),
+              **block("visual.", vw), **block("", tw)}
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_openai_checkpoint_narrower_than_64_asks_for_head_counts(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from clip_core.checkpoints import convert_checkpoint, load_checkpoint
+
+    raw = _narrow_openai_state()
+    src = tmp_path / "narrow.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in raw.items()}, src)
+    out = tmp_path / "out"
+    assert main(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for words in ("do not record head counts", "transformer_width // 64 gives 0", "width 32", "--hparams",
+                  '"transformer_heads"', '"vision_heads"'):
+        assert words in err, (words, err)
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="do not record head counts"):
+        convert_checkpoint(src, existing)
+    with pytest.raises(ValueError, match="vision_width // 64 gives 0 for its width 48"):
+        convert_checkpoint(src, tmp_path / "out2", hparams={"transformer_heads": 2})
+    with pytest.raises(ValueError, match="hparams"):
+        load_checkpoint(src)
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"] and not (tmp_path / "out2").exists()
+
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps({"transformer_heads": 2, "vision_heads": 3}))
+    assert main(["convert", str(src), str(out), "--hparams", str(heads)]) == 0
+    written = json.loads((out / "config.json").read_text())
+    assert written["text_config"]["num_attention_heads"] == 2 and written["vision_config"]["num_attention_heads"] == 3
+    _, state = load_checkpoint(out)
+    np.testing.assert_array_equal(state["text_model.encoder.layers.0.self_attn.k_proj.weight"],
+                                  raw["transformer.resblocks.0.attn.in_proj_weight"][32:64])
+    transformers = pytest.importorskip("transformers")
+    model = transformers.CLIPModel.from_pretrained(out)  # transformers reads the same heads and every weight
+    assert model.text_model.encoder.layers[0].self_attn.num_heads == 2
+    assert model.vision_model.encoder.layers[0].self_attn.num_heads == 3
+    np.testing.assert_array_equal(model.visual_projection.weight.detach().numpy(), raw["visual.proj"].T)

@@ -126,3 +126,33 @@ def test_python_dash_m_conformance_runs_by_default():
                            capture_output=True, text=True, timeout=300)
     assert alone.returncode == 2 and "nothing to compare" in alone.stderr
     assert "Traceback" not in alone.stderr and len(alone.stderr.strip().splitlines()) == 1
+
+
+def test_a_transformers_config_with_default_special_ids_outside_its_vocabulary(tmp_path, capsys):
+    """transformers writes bos 49406 / eos 49407 / pad 1 into a config with a small vocabulary: the inputs stay
+    inside the vocabulary, the end id never occurs, and transformers then pools at position 0 -- as every backend
+    must (the ``hf`` column is transformers itself)."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    hf_config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=99, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=10),
+        vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        projection_dim=8)
+    assert (hf_config.text_config.bos_token_id, hf_config.text_config.eos_token_id) == (49406, 49407)
+    hf_config.save_pretrained(tmp_path)
+    assert main(["conformance", "--config", str(tmp_path / "config.json"), "--backends", "pt,tf,flax,hf"]) == 0
+    out = capsys.readouterr().out
+    assert "pt/hf" in out and "flax/hf" in out and "tf/hf" in out and "all within tolerance" in out
+
+    config = CLIPConfig.from_pretrained(tmp_path / "config.json")
+    x = make_inputs(config)
+    assert x["input_ids"].min() >= 0 and x["input_ids"].max() < 99 and not np.any(x["input_ids"] == 49407)
+    torch.manual_seed(0)
+    model = transformers.CLIPTextModel(hf_config.text_config).eval()
+    with torch.no_grad():
+        hf = model(input_ids=torch.from_numpy(x["input_ids"]), attention_mask=torch.from_numpy(x["attention_mask"]))
+    np.testing.assert_array_equal(hf.pooler_output.numpy(), hf.last_hidden_state[:, 0].numpy())  # position 0
+    report = run_conformance(config=config, backends=ALL, seed=3)
+    _assert_complete(report, ALL)

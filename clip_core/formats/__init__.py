@@ -1,0 +1,8 @@
+"""One reader and writer per checkpoint family over the canonical state, and the registry that names them.
+
+``safetensors`` (+ ``sharding``), ``pytorch`` (``torch.save`` files, TorchScript archives), ``keras_h5``
+(``tf_model.h5``), ``flax_msgpack`` (``flax_model.msgpack``), ``openai`` (OpenAI / open_clip state dicts -> the
+canonical names and a config), ``_common`` (errors, :func:`~clip_core.formats._common.reading`, progress bars,
+bfloat16 helpers) and ``registry`` (format name -> files, detection, reader, writer). Use them through
+:mod:`clip_core.checkpoints` (``load_checkpoint``, ``save_checkpoint``, ``convert_checkpoint``).
+"""

@@ -1,0 +1,171 @@
+"""Keras-2 HDF5: ``tf_model.h5`` as transformers' TF CLIP classes write it (``save_weights`` layout) <-> the state.
+
+Variable names ``<model name>/clip/text_model/encoder/layers_._0/self_attn/q_proj/kernel:0`` map to canonical names
+(``text_model.encoder.layers.0.self_attn.q_proj.weight``) and TF layouts to PyTorch's. HDF5 has no bfloat16: it is
+written as float32. Needs ``h5py`` (imported when a file is read or written).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from clip_core.formats._common import _add, _bf16_to_float32, _owned, _progress, reading
+from clip_core.weights import ParamSpec, from_framework_layout, tf_name, to_framework_layout
+
+WEIGHTS_NAME = "tf_model.h5"
+#: The Keras model name transformers' TF classes give their weights (the first component, ignored on load).
+TF_MODEL_NAMES = {"clip": "tfclip_model", "text": "tfclip_text_model",
+                  "text_projection": "tfclip_text_model_with_projection", "vision": "tfclip_vision_model",
+                  "vision_projection": "tfclip_vision_model_with_projection",
+                  "image_classification": "tfclip_for_image_classification"}
+TF_MAIN_LAYER = "clip"  # TFCLIPModel, TFCLIPTextModel and TFCLIPVisionModel all name their main layer "clip"
+KERAS_VERSION = "2.21.0"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def sniff(head: bytes, size: int) -> bool:
+    """Whether a file starts with HDF5's signature."""
+    return head.startswith(_HDF5_SIGNATURE)
+
+
+def canonical_from_tf(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
+    """``text_model/encoder/layers_._0/self_attn/q_proj/kernel:0`` -> the canonical name and layout."""
+    name = re.sub(r":\d+$", "", name)
+    parts: list[str] = []
+    for part in name.split("/"):
+        match = re.fullmatch(r"layers_\._(\d+)", part)
+        parts += ["layers", match.group(1)] if match else [part]
+    leaf, parent = parts[-1], (parts[-2] if len(parts) > 1 else "")
+    kind = None
+    if leaf == "kernel":
+        kind = "conv" if value.ndim == 4 else "linear"
+    elif leaf == "gamma":
+        kind = "norm_scale"
+    elif leaf == "beta":
+        kind = "norm_bias"
+    elif (leaf == "embeddings" and parent.endswith("embedding")) or (leaf == "weight" and parent == "token_embedding"):
+        kind = "embedding"
+    elif leaf == "logit_scale" and value.size == 1:
+        kind = "scalar"
+    if kind in ("linear", "conv", "norm_scale", "embedding"):
+        parts[-1] = "weight"
+    elif kind == "norm_bias":
+        parts[-1] = "bias"
+    return ".".join(parts), (from_framework_layout(value, kind, "tf") if kind else value)
+
+
+def _h5_names(group, name: str) -> list[str]:
+    """A Keras-2 string-list attribute (``layer_names``, ``weight_names``), chunked or not."""
+    if name in group.attrs:
+        values = [group.attrs[name]]
+    else:
+        values, chunk = [], 0
+        while f"{name}{chunk}" in group.attrs:
+            values.append(group.attrs[f"{name}{chunk}"])
+            chunk += 1
+    out = []
+    for value in values:
+        for item in np.atleast_1d(np.asarray(value, dtype=object)).tolist():
+            if isinstance(item, float):  # transformers' empty `weight_names` is an empty float array
+                continue
+            out.append(item.decode("utf8") if isinstance(item, bytes) else str(item))
+    return out
+
+
+def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The canonical state of a ``tf_model.h5`` written by transformers' TF models (or by :func:`write_tf_h5`).
+
+    Variable names ``<model name>/<main layer>/text_model/encoder/layers_._0/self_attn/q_proj/kernel:0`` become
+    ``text_model.encoder.layers.0.self_attn.q_proj.weight`` with the PyTorch layout, whatever the model name
+    (``tfclip_model``, ``tfclip_text_model``, ...).
+    """
+    import h5py
+
+    path = Path(path)
+    state: dict[str, np.ndarray] = {}
+    with reading(path, "Keras HDF5 weights file"):
+        with h5py.File(path, "r") as archive:
+            layers = _h5_names(archive, "layer_names")
+            if not layers:
+                raise ValueError("no 'layer_names' attribute: not a Keras weights file")
+            bar = _progress(path.stat().st_size, f"reading {path.name}")
+            try:
+                for layer in layers:
+                    group = archive[layer]
+                    for weight in _h5_names(group, "weight_names"):
+                        dataset = group[weight]
+                        if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f":
+                            raise ValueError(f"{layer}/{weight} is not a float dataset")
+                        needed = dataset.size * dataset.dtype.itemsize
+                        if dataset.chunks is None and dataset.id.get_storage_size() != needed:
+                            raise ValueError(f"{layer}/{weight} stores {dataset.id.get_storage_size()} bytes, "
+                                             f"its shape {dataset.shape} needs {needed}")
+                        value = np.asarray(dataset[()])
+                        parts = weight.split("/")[1:]  # the model name comes first, whatever it is
+                        if parts and parts[0] == layer:
+                            parts = parts[1:]
+                        name, value = canonical_from_tf("/".join(parts), value)
+                        _add(state, name, _owned(value), path)
+                        bar.update(needed)
+            finally:
+                bar.close()
+    return state
+
+
+def _h5_write_names(group, name: str, values: Sequence[str]) -> None:
+    import h5py
+
+    data = np.array(list(values), dtype=h5py.string_dtype())
+    chunks = max(1, math.ceil(len(values) / 2000))  # keep each attribute well inside HDF5's 64 KiB header
+    if chunks == 1:
+        group.attrs[name] = data
+    else:
+        for i, part in enumerate(np.array_split(data, chunks)):
+            group.attrs[f"{name}{i}"] = part
+
+
+def write_tf_h5(path: str | os.PathLike, state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec],
+                arch: str = "clip") -> None:
+    """Write ``tf_model.h5`` exactly as transformers' ``TFCLIPModel`` / ``TFCLIPTextModel`` / ``TFCLIPVisionModel``
+    ``save_pretrained`` does (Keras-2 ``save_weights`` layout), so their ``from_pretrained`` reads it.
+
+    Root attributes ``layer_names`` (the main layer ``clip``), ``backend``, ``keras_version``; the group ``clip``
+    with ``weight_names`` ``<model name>/clip/<tf_name>``; one dataset per weight at that path (TF layout).
+    bfloat16 is written as float32 (HDF5 has no bfloat16).
+    """
+    import h5py
+
+    model = TF_MODEL_NAMES[arch]
+    names = []
+    total = sum(np.asarray(state[name]).nbytes for name in table)
+    bar = _progress(total, f"writing {Path(path).name}")
+    try:
+        with h5py.File(path, "w") as archive:
+            _h5_write_names(archive, "layer_names", [TF_MAIN_LAYER])
+            archive.attrs["backend"] = "tensorflow"
+            archive.attrs["keras_version"] = KERAS_VERSION
+            group = archive.create_group(TF_MAIN_LAYER)
+            for name, spec in table.items():
+                weight = f"{model}/{TF_MAIN_LAYER}/{tf_name(spec)}"
+                value = to_framework_layout(_bf16_to_float32(state[name]), spec.kind, "tf")
+                group.create_dataset(weight, data=value)
+                names.append(weight)
+                bar.update(value.nbytes)
+            _h5_write_names(group, "weight_names", names)
+            archive.create_group("top_level_model_weights").attrs["weight_names"] = np.zeros(0)
+    finally:
+        bar.close()
+
+
+
+def save(directory: Path, state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], arch: str,
+         max_bytes: int | None) -> list[str]:
+    """Write ``tf_model.h5`` into ``directory`` (always one file: ``max_bytes`` does not apply)."""
+    write_tf_h5(directory / WEIGHTS_NAME, state, table, arch)
+    return [WEIGHTS_NAME]
