@@ -8,7 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .image_processing import _HUB_KWARGS, _PREPROCESS_ARGS, CLIPImageProcessor, _is_image_like
+from .image_processing import _HUB_KWARGS, _PREPROCESS_ARGS, CLIPImageProcessor
+from .images.convert import is_image_like
 from .tensors import BatchEncoding, check_return_tensors
 
 __all__ = ["CLIPProcessor"]
@@ -26,9 +27,9 @@ def _is_text(value: Any) -> bool:
 
 
 def _is_images(value: Any) -> bool:
-    if _is_image_like(value):
+    if is_image_like(value):
         return True
-    return isinstance(value, (list, tuple)) and len(value) > 0 and _is_image_like(value[0])
+    return isinstance(value, (list, tuple)) and len(value) > 0 and is_image_like(value[0])
 
 
 class CLIPProcessor:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import clip_core.image_processing as ip
+import clip_core.images.kernel as kernel
 from clip_core.image_processing import CLIPFeatureExtractor, CLIPImageProcessor
 
 from tests.conftest import SHARED, shared_path
@@ -263,7 +264,7 @@ def test_pil_fallback_gives_the_same_output(monkeypatch):
     images = [_photo(640, 480, seed=22), _photo(333, 500, seed=23), _photo(200, 90, seed=24, mode="L"),
               np.asarray(_photo(301, 260, seed=25))]
     bicubic, bilinear = _ours(images), _ours(images, resample=Image.BILINEAR)
-    monkeypatch.setattr(ip, "_kernel_verdict", [False])
+    monkeypatch.setattr(kernel, "_verdict", [False])
     np.testing.assert_array_equal(_ours(images), bicubic)
     np.testing.assert_array_equal(_ours(images, resample=Image.BILINEAR), bilinear)
 
@@ -275,9 +276,9 @@ def test_a_failing_kernel_check_means_pil(monkeypatch, caplog):
 
     def broken():
         raise ValueError("unsupported Arrow pixels (format +w:3)")
-    monkeypatch.setattr(ip, "_kernel_verdict", [])
-    monkeypatch.setattr(ip, "_resample", object())
-    monkeypatch.setattr(ip, "_check_kernel", broken)
+    monkeypatch.setattr(kernel, "_verdict", [])
+    monkeypatch.setattr(kernel, "_resample", object())
+    monkeypatch.setattr(kernel, "check_kernel", broken)
     with caplog.at_level("WARNING", logger="clip_core.image_processing"):
         assert ip._kernel_matches_pillow() is False
     assert "failed its check (unsupported Arrow pixels (format +w:3)); PIL resizes instead" in caplog.text
