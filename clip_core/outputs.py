@@ -1,7 +1,8 @@
 """Output containers shared by the three backends.
 
 They behave like transformers' ``ModelOutput``: attribute access, key access, and tuple access
-(``out[0]``, ``out.to_tuple()``) over the fields that are not ``None``, in declaration order.
+(``out[0]``, ``out.to_tuple()``) over the fields that are not ``None``, in declaration order; in tuples a nested
+output is a tuple as well (tuples all the way down, as ``return_dict=False`` gives them).
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class ModelOutput(OrderedDict):
         return (_rebuild, (type(self), dict(self)))
 
     def to_tuple(self) -> tuple:
-        """The non-``None`` fields, in declaration order."""
-        return tuple(self[k] for k in self.keys())
+        """The non-``None`` fields, in declaration order; nested outputs (``CLIPOutput``'s ``text_model_output`` and
+        ``vision_model_output``) become tuples too, as transformers' ``CLIPOutput.to_tuple`` gives them."""
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 def _rebuild(cls, data):

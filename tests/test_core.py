@@ -99,7 +99,6 @@ def test_presets_build_valid_tables(name):
 
 
 @pytest.mark.parametrize("kwargs, culprit", [
-    (dict(hidden_size=30, num_attention_heads=4), "num_attention_heads"),
     (dict(hidden_size=0), "hidden_size"),
     (dict(num_hidden_layers=-1), "num_hidden_layers"),
     (dict(vocab_size="big"), "vocab_size"),
@@ -111,9 +110,17 @@ def test_bad_text_config(kwargs, culprit):
         CLIPTextConfig(**kwargs)
 
 
-def test_bad_vision_and_full_configs(tmp_path):
+def test_coupled_checks_wait_for_the_model_build():
+    # as in transformers, fields that must agree can be set one after the other; a model build checks them
+    text = CLIPTextConfig(hidden_size=30, num_attention_heads=4)
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        text.check_buildable()
+    vision = CLIPVisionConfig(image_size=30, patch_size=8)
     with pytest.raises(ValueError, match="patch_size"):
-        CLIPVisionConfig(image_size=30, patch_size=8)
+        vision.check_buildable()
+
+
+def test_bad_vision_and_full_configs(tmp_path):
     with pytest.raises(TypeError, match="text_config"):
         CLIPConfig(text_config=3)
     with pytest.raises(ValueError, match="unknown preset 'ViT-Z'"):
