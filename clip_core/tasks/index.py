@@ -44,7 +44,6 @@ def _make(kind: str, data: np.ndarray, nlist, nprobe, hnsw_m, ef_search, seed):
         index.train(data)
         index.nprobe = int(nprobe or min(nlist, 16))
         params = {"nlist": nlist, "nprobe": int(index.nprobe)}
-        index._quantizer = quantizer  # keep the quantizer alive as long as the index
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(hnsw_m), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = int(ef_search)
