@@ -190,10 +190,12 @@ def _locate(path_or_repo, fmt: str | None, hub: dict) -> _Source:
     raise FileNotFoundError(f"no model weights in the Hub repo {text}: looked for {', '.join(names)}")
 
 
-def _read_source(source: _Source) -> tuple[dict[str, np.ndarray], CLIPConfig | None]:
+def _read_source(source: _Source, mmap: bool = False) -> tuple[dict[str, np.ndarray], CLIPConfig | None]:
     """The canonical state of a located checkpoint (+ the config inferred for OpenAI / open_clip files)."""
     if source.fmt.endswith("_index"):
-        raw = read_sharded(source.weights, source.sibling)
+        raw = read_sharded(source.weights, source.sibling, mmap=mmap)
+    elif source.fmt == "safetensors" and mmap:
+        raw = read_safetensors(source.weights, mmap=True)
     else:
         raw = _READERS[source.fmt](source.weights)
     raw = from_framework_names(openai.unwrap_state_dict(raw), source.weights)
@@ -205,7 +207,7 @@ def _read_source(source: _Source) -> tuple[dict[str, np.ndarray], CLIPConfig | N
     return openai.convert_openai_state(raw), config
 
 
-def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: dict):
+def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: dict, mmap: bool = False):
     if arch is not None and arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     if fmt is not None:
@@ -213,7 +215,7 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
     if isinstance(config, dict):
         config = _config_from_dict(config, arch)
     source = _locate(path_or_repo, fmt, _hub_kwargs(hub_kwargs))
-    state, inferred = _read_source(source)
+    state, inferred = _read_source(source, mmap)
     if config is None:
         config_file = source.sibling(CONFIG_NAME)
         if config_file is not None:
@@ -273,7 +275,7 @@ def detect_arch(config, state: Mapping[str, np.ndarray]) -> str:
 
 
 def load_checkpoint(path_or_repo: str | os.PathLike, *, arch: str = "clip", config=None, format: str | None = None,
-                    **hub_kwargs):
+                    mmap: bool = False, **hub_kwargs):
     """Return ``(config, state)`` for model ``arch`` from a directory, a weight file or a Hub repo id.
 
     Args:
@@ -285,6 +287,10 @@ def load_checkpoint(path_or_repo: str | os.PathLike, *, arch: str = "clip", conf
             with-projection towers take the projection size from the checkpoint's projection weight.
         config: replaces the checkpoint's ``config.json`` (a config object or dict).
         format: restrict the search to one format (``"safetensors"``, ``"pytorch"``, ``"tf"``, ``"flax"``).
+        mmap: safetensors only: return copy-on-write views of the files mapped into memory instead of arrays the
+            process owns (less memory until the tensors are used). Caveat: a model holding such views changes when
+            the file is rewritten in place, and reading them after the file is truncated kills the process
+            (``SIGBUS``). Off by default.
         hub_kwargs: ``revision``, ``cache_dir``, ``token`` ... for Hub repos.
 
     OpenAI / open_clip state dicts are converted (their config inferred from the shapes when there is no
@@ -298,13 +304,14 @@ def load_checkpoint(path_or_repo: str | os.PathLike, *, arch: str = "clip", conf
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
-    config, state, _ = _load(path_or_repo, arch, config, format, hub_kwargs)
+    config, state, _ = _load(path_or_repo, arch, config, format, hub_kwargs, mmap)
     return config, state
 
 
-def load_any(path_or_repo: str | os.PathLike, *, config=None, format: str | None = None, **hub_kwargs):
+def load_any(path_or_repo: str | os.PathLike, *, config=None, format: str | None = None, mmap: bool = False,
+             **hub_kwargs):
     """Like :func:`load_checkpoint`, with the architecture detected: returns ``(config, state, arch)``."""
-    return _load(path_or_repo, None, config, format, hub_kwargs)
+    return _load(path_or_repo, None, config, format, hub_kwargs, mmap)
 
 
 # ---------------------------------------------------------------------------------------------- saving

@@ -123,15 +123,21 @@ def detect_format(path: str | os.PathLike) -> str:
                                  "Keras HDF5 or flax msgpack)")
 
 
-def read_sharded(index_path: str | os.PathLike, sibling: Callable[[str], Path | None] | None = None
-                 ) -> dict[str, np.ndarray]:
+def read_sharded(index_path: str | os.PathLike, sibling: Callable[[str], Path | None] | None = None, *,
+                 mmap: bool = False) -> dict[str, np.ndarray]:
     """The tensors of a sharded checkpoint: ``*.index.json`` (``{"weight_map": {name: shard file}}``) + shards.
 
-    ``sibling(name)`` finds a shard (default: next to the index).
+    ``sibling(name)`` finds a shard (default: next to the index); ``mmap`` maps safetensors shards (see
+    :func:`~clip_core.formats.safetensors.read_safetensors`).
     """
     state: dict[str, np.ndarray] = {}
     for shard_path in sharding.shard_files(index_path, sibling):
-        part = READERS[detect_format(shard_path)](shard_path)
+        fmt = detect_format(shard_path)
+        if fmt.endswith("_index") or fmt not in READERS:
+            raise CorruptCheckpointError(f"{index_path} names {shard_path.name} as a shard, but it is not a weight "
+                                         "file (an index cannot list another index)")
+        part = safetensors.read_safetensors(shard_path, mmap=True) if mmap and fmt == "safetensors" else \
+            READERS[fmt](shard_path)
         for name, value in part.items():
             _add(state, name, value, Path(index_path))
     return state

