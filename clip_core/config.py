@@ -88,12 +88,12 @@ class _BaseConfig:
             self._check(key, value)
             self.__dict__[key] = value
         # as transformers: without id2label, num_labels (default 2) makes both maps; with it, label2id is as given
+        self._check("label2id", label2id)
         if id2label is None:
             self._check("num_labels", 2 if num_labels is None else num_labels)
             self.__dict__["id2label"], self.__dict__["label2id"] = _label_maps(2 if num_labels is None else num_labels)
         else:
             self._check("id2label", id2label)
-            self._check("label2id", label2id)
             self.__dict__["id2label"] = {int(k): v for k, v in id2label.items()}
             self.__dict__["label2id"] = label2id
         self.__dict__["_name_or_path"] = ""
