@@ -96,14 +96,16 @@ def learning_rate(step: int, cfg: TrainingConfig) -> float:
     """The learning rate of update number ``step`` (0-based), as open_clip's ``cosine_lr``:
 
     ``lr * (step + 1) / warmup_steps`` while ``step < warmup_steps``, then
-    ``0.5 * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) * lr`` (``lr`` itself when
-    ``total_steps <= warmup_steps``). Past ``total_steps`` the cosine keeps its period (as open_clip's does)."""
+    ``0.5 * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) * lr`` up to ``total_steps`` and
+    zero after it (open_clip's cosine would rise again; optax's cosine_decay_schedule stays at its end, as here);
+    ``lr`` itself after the warm-up when ``total_steps <= warmup_steps``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = cfg.total_steps - cfg.warmup_steps
     if span <= 0:
         return cfg.lr
-    return 0.5 * (1.0 + math.cos(math.pi * (step - cfg.warmup_steps) / span)) * cfg.lr
+    progress = min(step - cfg.warmup_steps, span) / span
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) * cfg.lr
 
 
 @functools.lru_cache(maxsize=1)
