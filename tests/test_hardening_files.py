@@ -127,3 +127,74 @@ def test_unknown_safetensors_dtype_is_unsupported_naming_tensor_and_dtype(tmp_pa
     (tmp_path / "f4.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0")
     with pytest.raises(UnsupportedCheckpointError, match=r"f4\.safetensors.*tensor w.*F4"):
         read_safetensors(tmp_path / "f4.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- class 2
+_WEIGHT = "tfclip_model/clip/text_model/final_layer_norm/gamma:0"
+
+
+def _h5_with(tmp_path, make):
+    """A tf_model.h5 whose final_layer_norm gamma is replaced by what ``make(group, name)`` creates."""
+    h5py = pytest.importorskip("h5py")
+    folder = _checkpoint(tmp_path / "h5", formats="tf")
+    with h5py.File(folder / "tf_model.h5", "r+") as archive:
+        group = archive["clip"]
+        del group[_WEIGHT]
+        make(group, _WEIGHT)
+    return folder
+
+
+def _secret(tmp_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(16, dtype=np.float32).tobytes())
+    return secret
+
+
+@pytest.mark.parametrize("case, error, pattern", [
+    ("external storage", UnsafeCheckpointError, r"gamma:0 keeps its data outside the file.*secret\.bin"),
+    ("external link", UnsafeCheckpointError, r"gamma:0 is an external link to .*secret\.h5:/data"),
+    ("soft link", UnsupportedCheckpointError, r"gamma:0 is a soft link .*beta:0"),
+    ("fifo external link", UnsafeCheckpointError, r"gamma:0 is an external link to .*fifo"),
+    ("fifo external storage", UnsafeCheckpointError, r"outside the file.*fifo"),
+    ("chunked, never written", UnsupportedCheckpointError, r"gamma:0 is chunked"),
+    ("gzip", UnsupportedCheckpointError, r"gamma:0 is compressed \(deflate\)"),
+    ("contiguous, never written", CorruptCheckpointError, r"gamma:0 stores 0 bytes.*never written"),
+    ("integer dataset", UnsupportedCheckpointError, r"gamma:0 is a dataset of int32"),
+])
+def test_hdf5_reaching_outside_itself_is_refused_by_name(tmp_path, case, error, pattern):
+    h5py = pytest.importorskip("h5py")
+    secret = _secret(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    other = tmp_path / "secret.h5"
+    with h5py.File(other, "w") as handle:
+        handle["data"] = np.arange(16, dtype=np.float32)
+    beta = _WEIGHT.replace("gamma", "beta")
+    makers = {
+        "external storage": lambda g, n: g.create_dataset(n, (16,), "f4", external=[(str(secret), 0, 64)]),
+        "external link": lambda g, n: g.__setitem__(n, h5py.ExternalLink(str(other), "/data")),
+        "soft link": lambda g, n: g.__setitem__(n, h5py.SoftLink(f"/clip/{beta}")),
+        "fifo external link": lambda g, n: g.__setitem__(n, h5py.ExternalLink(str(fifo), "/data")),
+        "fifo external storage": lambda g, n: g.create_dataset(n, (16,), "f4", external=[(str(fifo), 0, 64)]),
+        "chunked, never written": lambda g, n: g.create_dataset(n, (16,), "f4", chunks=(4,)),
+        "gzip": lambda g, n: g.create_dataset(n, data=np.zeros(16, np.float32), compression="gzip"),
+        "contiguous, never written": lambda g, n: g.create_dataset(n, (16,), "f4"),
+        "integer dataset": lambda g, n: g.create_dataset(n, data=np.zeros(16, np.int32)),
+    }
+    folder = _h5_with(tmp_path, makers[case])
+    with pytest.raises(error, match=pattern) as caught:
+        load_checkpoint(folder)  # returns at once: a FIFO is never opened
+    assert "tf_model.h5" in str(caught.value)
+
+
+def test_hdf5_gzip_bomb_is_refused_before_decompressing(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    folder = _checkpoint(tmp_path / "h5", formats="tf")
+    with h5py.File(folder / "tf_model.h5", "r+") as archive:  # 4 GiB of zeros in a few MB: never inflated
+        archive["clip"].create_dataset("tfclip_model/clip/bomb:0", (2 ** 30,), "f4", chunks=(2 ** 24,),
+                                       compression="gzip", fillvalue=0.0)
+        names = list(archive["clip"].attrs["weight_names"]) + ["tfclip_model/clip/bomb:0"]
+        archive["clip"].attrs["weight_names"] = np.array(names, dtype=h5py.string_dtype())
+    assert (folder / "tf_model.h5").stat().st_size < 2 ** 20
+    with pytest.raises(UnsupportedCheckpointError, match=r"bomb:0 is c"):
+        load_checkpoint(folder)

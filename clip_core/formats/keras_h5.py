@@ -15,7 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from clip_core.formats._common import _add, _bf16_to_float32, _owned, _progress, reading
+from clip_core.formats._common import (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
+                                       _add, _bf16_to_float32, _owned, _progress, reading)
 from clip_core.weights import ParamSpec, from_framework_layout, tf_name, to_framework_layout
 
 WEIGHTS_NAME = "tf_model.h5"
@@ -78,6 +79,64 @@ def _h5_names(group, name: str) -> list[str]:
     return out
 
 
+def _resolve(archive, name: str, path: Path):
+    """The object at ``name`` inside ``archive``, following only hard links (each component checked first):
+    external links (other files), soft links (aliases) and anything else are refused by name."""
+    import h5py
+
+    node = archive
+    parts = [part for part in name.split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        raise UnsupportedCheckpointError(f"{path}: {name!r} is not a plain HDF5 path")
+    for depth, part in enumerate(parts):
+        where = "/".join(parts[:depth + 1])
+        if not isinstance(node, h5py.Group) or part not in node:
+            raise CorruptCheckpointError(f"{path}: {where} is listed in the Keras weight names but missing")
+        link = node.get(part, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeCheckpointError(f"refused to read {path}: {where} is an external link to "
+                                        f"{link.filename}:{link.path}; a Keras weights file holds its own datasets")
+        if isinstance(link, h5py.SoftLink):
+            raise UnsupportedCheckpointError(f"refused to read {path}: {where} is a soft link (an alias of "
+                                             f"{link.path}); Keras writes every weight as its own dataset")
+        if not isinstance(link, h5py.HardLink):
+            raise UnsupportedCheckpointError(f"refused to read {path}: {where} is a {type(link).__name__}")
+        node = node[part]
+    return node
+
+
+def _plain_dataset(archive, name: str, path: Path, budget: int):
+    """The dataset ``name`` if it is as Keras writes it -- float, contiguous (or compact), no filters, no external
+    storage, all its bytes written inside the file -- checked before any data is read; refused by name otherwise."""
+    import h5py
+
+    dataset = _resolve(archive, name, path)
+    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f" or dataset.dtype.itemsize not in (2, 4, 8):
+        kind = type(dataset).__name__ if not isinstance(dataset, h5py.Dataset) else f"dataset of {dataset.dtype}"
+        raise UnsupportedCheckpointError(f"{path}: {name} is a {kind}, not a float dataset")
+    plist = dataset.id.get_create_plist()
+    if plist.get_external_count():
+        target = plist.get_external(0)[0].decode(errors="replace")
+        raise UnsafeCheckpointError(f"refused to read {path}: the dataset {name} keeps its data outside the file "
+                                    f"(external raw storage in {target}); a Keras weights file holds its own data")
+    layout = plist.get_layout()
+    if layout == h5py.h5d.VIRTUAL:
+        raise UnsafeCheckpointError(f"refused to read {path}: the dataset {name} is virtual (its data is mapped "
+                                    "from other datasets or files)")
+    if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT) or plist.get_nfilters():
+        filters = [plist.get_filter(i)[3].decode(errors="replace") for i in range(plist.get_nfilters())]
+        how = f"compressed ({', '.join(filters)})" if filters else "chunked"
+        raise UnsupportedCheckpointError(f"refused to read {path}: the dataset {name} is {how}; Keras writes "
+                                         "plain contiguous datasets (read and re-save it with h5py to convert)")
+    needed = dataset.size * dataset.dtype.itemsize
+    stored = dataset.id.get_storage_size()
+    if stored != needed or needed > budget:
+        raise CorruptCheckpointError(f"{path}: the dataset {name} stores {stored} bytes, its shape {dataset.shape} "
+                                     f"needs {needed}" + (" (it was never written)" if stored == 0 and needed else
+                                                          "" if needed <= budget else ", more than the file holds"))
+    return dataset
+
+
 def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The canonical state of a ``tf_model.h5`` written by transformers' TF models (or by :func:`write_tf_h5`).
 
@@ -94,25 +153,23 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             layers = _h5_names(archive, "layer_names")
             if not layers:
                 raise ValueError("no 'layer_names' attribute: not a Keras weights file")
+            budget = path.stat().st_size  # plain datasets hold their bytes in the file: never more than its size
+            datasets = []  # every dataset checked before any data is read
+            for layer in layers:
+                group = _resolve(archive, layer, path)
+                for weight in _h5_names(group, "weight_names"):
+                    datasets.append((layer, weight, _plain_dataset(archive, f"{layer}/{weight}", path, budget)))
+                    budget -= datasets[-1][2].id.get_storage_size()
             bar = _progress(path.stat().st_size, f"reading {path.name}")
             try:
-                for layer in layers:
-                    group = archive[layer]
-                    for weight in _h5_names(group, "weight_names"):
-                        dataset = group[weight]
-                        if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind != "f":
-                            raise ValueError(f"{layer}/{weight} is not a float dataset")
-                        needed = dataset.size * dataset.dtype.itemsize
-                        if dataset.chunks is None and dataset.id.get_storage_size() != needed:
-                            raise ValueError(f"{layer}/{weight} stores {dataset.id.get_storage_size()} bytes, "
-                                             f"its shape {dataset.shape} needs {needed}")
-                        value = np.asarray(dataset[()])
-                        parts = weight.split("/")[1:]  # the model name comes first, whatever it is
-                        if parts and parts[0] == layer:
-                            parts = parts[1:]
-                        name, value = canonical_from_tf("/".join(parts), value)
-                        _add(state, name, _owned(value), path)
-                        bar.update(needed)
+                for layer, weight, dataset in datasets:
+                    value = np.asarray(dataset[()])
+                    parts = weight.split("/")[1:]  # the model name comes first, whatever it is
+                    if parts and parts[0] == layer:
+                        parts = parts[1:]
+                    name, value = canonical_from_tf("/".join(parts), value)
+                    _add(state, name, _owned(value), path)
+                    bar.update(value.nbytes)
             finally:
                 bar.close()
     return state
