@@ -178,3 +178,24 @@ def test_eval_zeroshot_cli_backends_agree(folder, hf, tmp_path, capsys):
         assert r["per_class_top1"][name] == pytest.approx(float(np.mean(pred[truth == c] == c)))
     for backend in ("tf", "flax"):
         assert results[backend]["top1"] == r["top1"] and results[backend]["per_class_top1"] == r["per_class_top1"]
+
+
+def test_eval_zeroshot_on_labelled_rows(folder, hf, tmp_path):
+    """--data as (image, caption) rows: the project's shapes dataset, captions as class names."""
+    from clip_core.cli import main
+    from clip_core.tasks import make_shapes_dataset, read_pairs
+
+    split = make_shapes_dataset(tmp_path / "shapes", n_train=1, n_heldout=12, image_size=32)["heldout"]
+    out = tmp_path / "r.json"
+    assert main(["eval", "zeroshot", "--model", str(folder), "--data", str(split), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    pairs = read_pairs(split)
+    names = sorted({p.caption for p in pairs})
+    truth = np.array([names.index(p.caption) for p in pairs])
+    _, model, tok, ip = hf
+    _, probs = _hf_zero_shot(model, tok, ip, names, ["a photo of a {}."],
+                             [Image.open(p.image).convert("RGB") for p in pairs])
+    order = np.argsort(-probs, axis=1)
+    assert result["n_classes"] == len(names) == 6 and result["n_images"] == 12
+    assert result["top1"] == pytest.approx(float(np.mean(order[:, 0] == truth)))
+    assert result["top5"] == pytest.approx(float(np.mean((order[:, :5] == truth[:, None]).any(1))))

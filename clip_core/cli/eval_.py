@@ -15,9 +15,12 @@ def register(sub) -> None:
                        description="Evaluate a model: 'zeroshot' on an image folder (one sub-folder per class), "
                                    "'retrieval' on image-caption rows. Prints a table and writes the numbers as JSON.")
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
-    zs = tasks.add_parser("zeroshot", help="top-1 / top-5 and per-class accuracy on DATA/<class>/<images>")
+    zs = tasks.add_parser("zeroshot", help="top-1 / top-5 and per-class accuracy on DATA/<class>/<images> or on "
+                                           "(image, class name) rows")
     add_model_args(zs)
-    zs.add_argument("--data", required=True, type=Path, help="image folder, one sub-folder per class")
+    zs.add_argument("--data", required=True, type=Path, help="image folder, one sub-folder per class; or a CSV / "
+                                                             "JSONL / parquet of (image, caption) rows, the caption "
+                                                             "being the class name")
     zs.add_argument("--templates", type=Path, help="prompt templates, one per line with {} (default "
                                                    "'a photo of a {}.')")
     zs.add_argument("--out", type=Path, help="JSON file to write (default: print only)")

@@ -37,6 +37,21 @@ def image_folder(root) -> tuple[list[str], list[str], list[int]]:
     return names, paths, labels
 
 
+def labelled_images(data):
+    """``(class_names, image refs, labels, loader)`` from an image folder (:func:`image_folder`) or from a file of
+    (image, caption) rows read by :func:`clip_core.tasks.datasets.read_pairs`, where each caption is a class name
+    (the classes are the distinct captions, sorted)."""
+    if Path(data).is_dir() and not any(Path(data).glob("*.tar")):
+        names, paths, labels = image_folder(data)
+        return names, paths, labels, None
+    from clip_core.tasks.datasets import load_image, read_pairs
+
+    pairs = read_pairs(data)
+    names = sorted({p.caption for p in pairs})
+    position = {name: i for i, name in enumerate(names)}
+    return names, [p.image for p in pairs], [position[p.caption] for p in pairs], load_image
+
+
 def read_templates(path) -> list[str]:
     """Prompt templates from a text file, one per line, each with one ``{}`` (``#`` lines are comments)."""
     lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
@@ -49,12 +64,13 @@ def _workers():
 
 def evaluate_zeroshot(model_path, data, backend: str = "pt", templates=("a photo of a {}.",), batch_size: int = 32,
                       dtype=None, model=None) -> dict:
-    """Top-1 / top-5 accuracy and per-class top-1 accuracy of zero-shot classification of an image folder."""
+    """Top-1 / top-5 accuracy and per-class top-1 accuracy of zero-shot classification of an image folder (one
+    sub-folder per class) or of (image, class name) rows; see :func:`labelled_images`."""
     from clip_core.tasks.zeroshot import ZeroShotClassifier
 
-    names, paths, labels = image_folder(data)
+    names, paths, labels, loader = labelled_images(data)
     model = model if model is not None else load_model(model_path, backend, dtype=dtype)
-    images = Embedder(model_path, backend, "image", batch_size, model=model)
+    images = Embedder(model_path, backend, "image", batch_size, model=model, loader=loader)
     tokenizer = Embedder(model_path, backend, "text", batch_size, model=model).processor
     classifier = ZeroShotClassifier(model, tokenizer, names, templates)
     kept, embeds, errors = embed_items(images, paths, paths, _workers())

@@ -1,0 +1,190 @@
+"""End-to-end ``triclip embed`` of JPEG files against the model alone and against a clip-retrieval-style loop.
+
+Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--ray]``. One process, ViT-B/32 shapes
+(random weights), photo-sized JPEG files written to a temporary folder. Measured, alternately, medians over repeats:
+
+- ``model-only``: triclip's ``get_image_features`` on pre-decoded, preprocessed tensors (the ceiling);
+- ``triclip-embed``: :func:`clip_core.tasks.embed_corpus` from the files to parquet shards (decode, preprocess,
+  model, write);
+- ``clip-retrieval-style``: transformers' ``CLIPModel`` fed by a ``torch.utils.data.DataLoader`` whose dataset opens
+  each file with PIL and runs transformers' ``CLIPImageProcessor`` (``num_workers`` = CPUs), features normalised and
+  collected, as clip-retrieval's inference loop does;
+- with ``--ray``: the Ray engine on this machine (one model actor holding every CPU), against the local engine, both
+  including model loading.
+
+Ratios: embed / model-only (target >= 0.9), embed / clip-retrieval-style (>= 1.5), ray / local (>= 0.8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _write_jpegs(folder: Path, count: int) -> list[Path]:
+    from bench.bench_image import photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(photos(count)):
+        path = folder / f"{i:05d}.jpg"
+        image.save(path, format="JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def _model_folder(folder: Path, seed: int = 0):
+    """ViT-B/32 shapes, random weights: triclip's model, saved (safetensors + preprocessing) for loaders."""
+    from clip_core import CLIPConfig, CLIPImageProcessor
+    from clip_pt import CLIPModel
+
+    model = CLIPModel(CLIPConfig(), seed=seed).eval()
+    model.save_pretrained(folder, overwrite=True)
+    CLIPImageProcessor().save_pretrained(folder)
+    return model
+
+
+def _clip_retrieval_style(folder: Path, paths, batch: int, workers: int):
+    """transformers + a torch DataLoader, as clip-retrieval's inference runs (files decoded in worker processes)."""
+    import torch
+    import transformers
+    from PIL import Image
+
+    processor = transformers.CLIPImageProcessor.from_pretrained(folder)
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            with Image.open(paths[i]) as image:
+                return processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
+    model = transformers.CLIPModel.from_pretrained(folder).eval()
+
+    def run():
+        loader = torch.utils.data.DataLoader(Files(), batch_size=batch, num_workers=workers, shuffle=False)
+        out = []
+        with torch.no_grad():
+            for pixels in loader:
+                features = model.get_image_features(pixel_values=pixels)
+                out.append((features / features.norm(dim=-1, keepdim=True)).cpu().numpy())
+        return np.concatenate(out)
+
+    return run
+
+
+def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, workers: int | None = None):
+    """Rows of images/second per candidate and the ratios; see the module docstring."""
+    import torch
+
+    from clip_core import CLIPImageProcessor
+    from clip_core.tasks.corpus import image_source
+    from clip_core.tasks.embed import embed_corpus, read_embeddings
+    from clip_core.tasks.features import image_features, l2_normalize
+
+    os.environ["TRICLIP_NO_PROGRESS"] = "1"
+    workers = workers or os.cpu_count() or 1
+    tmp = Path(tempfile.mkdtemp(prefix="triclip-bench-embed-"))
+    try:
+        paths = _write_jpegs(tmp / "images", count)
+        model = _model_folder(tmp / "model")
+        from PIL import Image
+
+        processor = CLIPImageProcessor()
+        pixels = processor([Image.open(p).convert("RGB") for p in paths], return_tensors="np")["pixel_values"]
+        corpus = image_source(tmp / "images")
+        outputs = {}
+
+        def model_only():
+            outputs["model-only"] = l2_normalize(np.concatenate([image_features(model, pixels[i:i + batch])
+                                                                 for i in range(0, count, batch)]))
+
+        def triclip_embed():
+            out = tmp / "embed"
+            shutil.rmtree(out, ignore_errors=True)
+            embed_corpus(corpus, out, tmp / "model", batch_size=batch, shard_size=count, workers=workers,
+                         model=model)
+            outputs["triclip-embed"] = read_embeddings(out)["embedding"]
+
+        candidates = {"model-only": model_only, "triclip-embed": triclip_embed}
+        try:
+            loop = _clip_retrieval_style(tmp / "model", paths, batch, workers)
+            candidates["clip-retrieval-style"] = lambda: outputs.__setitem__("clip-retrieval-style", loop())
+        except ImportError:
+            pass
+        if ray:
+            import ray as ray_module
+
+            from clip_core.tasks.ray_engine import embed_corpus_ray
+
+            ray_module.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+            def local_with_load():
+                out = tmp / "local"
+                shutil.rmtree(out, ignore_errors=True)
+                embed_corpus(corpus, out, tmp / "model", batch_size=batch, shard_size=max(1, count // 2),
+                             workers=workers)
+
+            def ray_engine():
+                out = tmp / "ray"
+                shutil.rmtree(out, ignore_errors=True)
+                embed_corpus_ray(corpus, out, tmp / "model", batch_size=batch, shard_size=max(1, count // 2),
+                                 num_actors=1, cpus_per_actor=os.cpu_count(), workers=workers)
+                outputs["ray"] = read_embeddings(out)["embedding"]
+
+            candidates.update({"local-engine+load": local_with_load, "ray-engine+load": ray_engine})
+        for fn in candidates.values():  # warm-up
+            fn()
+        times = {name: [] for name in candidates}
+        for _ in range(repeats):
+            for name, fn in candidates.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+        rows = [{"name": name, "images": count, "batch": batch, "median_s": statistics.median(t),
+                 "images_per_s": count / statistics.median(t)} for name, t in times.items()]
+        rate = {r["name"]: r["images_per_s"] for r in rows}
+        ratios = {"embed / model-only": rate["triclip-embed"] / rate["model-only"]}
+        if "clip-retrieval-style" in rate:
+            ratios["embed / clip-retrieval-style"] = rate["triclip-embed"] / rate["clip-retrieval-style"]
+        if ray:
+            ratios["ray / local (one machine)"] = rate["ray-engine+load"] / rate["local-engine+load"]
+        diffs = {name: float(np.abs(out - outputs["model-only"]).max()) for name, out in outputs.items()}
+        rows.append({"name": "ratios", **ratios, "max_abs_diff_vs_model_only": diffs, "cpus": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(), "workers": workers})
+        return rows
+    finally:
+        if ray:
+            import ray as ray_module
+
+            ray_module.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=64, help="JPEG files (default 64)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="preprocessing threads / DataLoader workers")
+    parser.add_argument("--ray", action="store_true", help="also time the Ray engine on this machine")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    rows = run(args.count, args.batch, args.repeats, args.ray, args.workers)
+    for row in rows:
+        print(json.dumps(row))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
