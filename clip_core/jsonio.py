@@ -102,7 +102,7 @@ def read_json(path: str | os.PathLike, what: str | None = None, *, allow_nonfini
     if size > max_bytes:
         raise JSONFileError(f"{what} is {size:,} bytes, more than the {max_bytes:,} bytes a JSON file may have here")
     with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
+        data = handle.read(min(size, max_bytes) + 1)  # read(n) allocates n bytes up front
     if len(data) > max_bytes:  # grew while we looked
         raise JSONFileError(f"{what} is more than the {max_bytes:,} bytes a JSON file may have here")
     return loads_json(data, what, allow_nonfinite=allow_nonfinite, expect=expect)
