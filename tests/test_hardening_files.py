@@ -198,3 +198,71 @@ def test_hdf5_gzip_bomb_is_refused_before_decompressing(tmp_path):
     assert (folder / "tf_model.h5").stat().st_size < 2 ** 20
     with pytest.raises(UnsupportedCheckpointError, match=r"bomb:0 is c"):
         load_checkpoint(folder)
+
+
+# ---------------------------------------------------------------------------------------------- class 4
+def _torch_file(tmp_path, tensors, name="pytorch_model.bin"):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / name
+    torch.save(tensors, path)
+    return path
+
+
+@pytest.mark.parametrize("reader", ["read_pytorch", "read_torch_zip"])
+def test_repeated_broadcast_views_are_refused_cumulatively(tmp_path, reader):
+    torch = pytest.importorskip("torch")
+    from clip_core.formats import pytorch
+    # 20 stride-0 views of one element, each 2**24 elements: 1.3 GB from a 6 KB file, each view below any
+    # per-tensor limit
+    path = _torch_file(tmp_path, {f"w{i}": torch.zeros(1).expand(2 ** 24) for i in range(20)})
+    assert path.stat().st_size < 20_000
+    with pytest.raises(CorruptCheckpointError, match=r"pytorch_model\.bin: its tensors would take .* bytes in memory"):
+        getattr(pytorch, reader)(path)
+
+
+def test_a_tied_weight_is_not_counted_twice(tmp_path):
+    torch = pytest.importorskip("torch")
+    from clip_core.formats.pytorch import read_pytorch
+    shared = torch.arange(2 ** 22, dtype=torch.float32)  # 16 MiB, saved under three names (one storage)
+    path = _torch_file(tmp_path, {"a": shared, "b": shared, "c": shared})
+    state = read_pytorch(path)
+    np.testing.assert_array_equal(state["c"][-3:], [2 ** 22 - 3, 2 ** 22 - 2, 2 ** 22 - 1])
+
+
+@pytest.mark.parametrize("reader", ["read_pytorch", "read_torch_zip"])
+def test_deflated_torch_zip_is_refused_before_inflating(tmp_path, reader):
+    import zipfile
+    torch = pytest.importorskip("torch")
+    from clip_core.formats import pytorch
+    plain = _torch_file(tmp_path, {"w": torch.zeros(2 ** 24)}, "plain.bin")
+    bomb = tmp_path / "pytorch_model.bin"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert bomb.stat().st_size < plain.stat().st_size // 100  # 64 MiB of zeros in well under 1 MB
+    with pytest.raises(UnsupportedCheckpointError, match=r"pytorch_model\.bin: its entry .* is compressed"):
+        getattr(pytorch, reader)(bomb)
+
+
+def test_unsafe_pickle_names_the_refused_global(tmp_path):
+    pytest.importorskip("torch")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getpid, ())
+
+    path = _torch_file(tmp_path, {"w": __import__("torch").zeros(2), "x": Payload()})
+    with pytest.raises(UnsafeCheckpointError, match=r"pytorch_model\.bin.*it references (posix|os)\.getpid"):
+        load_checkpoint(path, config=CONFIG)
+
+
+@pytest.mark.parametrize("shape", ["wide", "deep"])
+def test_huge_msgpack_trees_are_refused_as_they_are_met(tmp_path, shape):
+    msgpack = pytest.importorskip("msgpack")
+    from clip_core.formats.flax_msgpack import read_flax_msgpack
+    tree = {str(i): 0 for i in range(1_200_000)} if shape == "wide" else \
+        {str(i): {str(j): 0 for j in range(1500)} for i in range(800)}
+    path = tmp_path / "flax_model.msgpack"
+    path.write_bytes(msgpack.packb(tree))
+    with pytest.raises(CorruptCheckpointError, match=r"flax_model\.msgpack: .*(1,000,000 items|1,000,000 entries)"):
+        read_flax_msgpack(path)

@@ -16,7 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
-from clip_core.formats._common import _add, _bf16_bits_to_float32, _contiguous, _NoProgress, _owned, _progress, reading
+from clip_core.formats._common import (CorruptCheckpointError, _add, _bf16_bits_to_float32, _contiguous, _NoProgress,
+                                       _owned, _progress, reading)
 from clip_core.weights import ParamSpec, flatten_tree, flax_path, from_framework_layout, to_framework_layout
 
 WEIGHTS_NAME = "flax_model.msgpack"
@@ -83,14 +84,47 @@ def _unchunk(node):
     return node
 
 
-def flax_msgpack_loads(buffer) -> dict:
+class TreeTooLargeError(ValueError):
+    """A msgpack tree with far more entries than any parameter tree."""
+
+
+#: The most map entries + array items a flax file may hold in all (a CLIP tree has a few thousand): a file of small
+#: entries would otherwise become Python objects some 50 times its size.
+MAX_TREE_ITEMS = 1_000_000
+
+
+def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS) -> dict:
     """Decode flax's msgpack serialization (``flax.serialization.msgpack_restore``) without flax or jax.
 
-    Arrays come back as numpy (bfloat16 widened to float32); chunked arrays are reassembled.
+    Arrays come back as numpy (bfloat16 widened to float32); chunked arrays are reassembled. More than
+    ``max_items`` map entries and array items in all raise ``ValueError`` as they are met.
     """
     import msgpack
 
-    tree = msgpack.unpackb(buffer, ext_hook=_flax_ext_hook, raw=False, strict_map_key=False)
+    left = [max_items]
+
+    def count(n: int) -> None:
+        left[0] -= n
+        if left[0] < 0:
+            raise TreeTooLargeError(f"the tree holds more than {max_items:,} entries (a parameter tree has a few "
+                                    "thousand): refused before it fills memory")
+
+    def pairs(items):
+        count(len(items))
+        return dict(items)
+
+    def array(items):
+        count(len(items))
+        return items
+
+    limit = min(len(buffer), max_items)
+    try:
+        tree = msgpack.unpackb(buffer, ext_hook=_flax_ext_hook, raw=False, strict_map_key=False,
+                               object_pairs_hook=pairs, list_hook=array, max_map_len=limit, max_array_len=limit)
+    except ValueError as err:
+        if "exceeds max_" in str(err):
+            raise TreeTooLargeError(f"a map or array of the tree is longer than {limit:,} items ({err})") from None
+        raise
     return _unchunk(tree)
 
 
@@ -107,7 +141,10 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
             if os.fstat(handle.fileno()).st_size == 0:
                 raise ValueError("the file is empty")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-                tree = flax_msgpack_loads(buffer)
+                try:
+                    tree = flax_msgpack_loads(buffer)
+                except TreeTooLargeError as err:
+                    raise CorruptCheckpointError(f"{path}: {err}") from None
         if not isinstance(tree, dict):
             raise ValueError(f"the top level is a {type(tree).__name__}, not a parameter tree")
         while set(tree) == {"params"} and isinstance(tree["params"], dict):

@@ -11,9 +11,9 @@ the archive.
 from __future__ import annotations
 
 import collections
-import math
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -22,8 +22,8 @@ from typing import Mapping
 import numpy as np
 
 from clip_core.formats import sharding
-from clip_core.formats._common import (UnsafeCheckpointError, UnsupportedCheckpointError, _contiguous, _is_bf16,
-                                       reading, unwrap_state_dict)
+from clip_core.formats._common import (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
+                                       _contiguous, _is_bf16, reading, unwrap_state_dict)
 
 WEIGHTS_NAME = "pytorch_model.bin"
 INDEX_NAME = "pytorch_model.bin.index.json"
@@ -53,7 +53,11 @@ def read_pytorch(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if zipfile.is_zipfile(path):
             return unwrap_state_dict(read_torch_zip(path))
         raise UnsupportedCheckpointError(f"reading {path} (a legacy, non-zip torch pickle) needs PyTorch") from None
+    budget = memory_budget(path)
     with reading(path, "PyTorch checkpoint"):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                _check_stored(archive, path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -61,19 +65,20 @@ def read_pytorch(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except pickle.UnpicklingError as err:
             message = str(err)
             if "Weights only load failed" in message:  # torch's safe unpickler met something it does not allow
-                reason = message.split("WeightsUnpickler error:")[-1].strip().split("\n")[0][:200]
-                raise UnsafeCheckpointError(
-                    f"refused to load {path}: it is not a plain weights pickle, loading it could run code "
-                    f"({reason})") from None
+                raise UnsafeCheckpointError(f"refused to load {path}: it is not a plain weights pickle, loading it "
+                                            f"could run code ({_refused_global(message)})") from None
             raise
         obj = unwrap_state_dict(obj)
         if not isinstance(obj, Mapping):
             raise UnsupportedCheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+        tensors = {str(name): t.detach() for name, t in obj.items() if isinstance(t, torch.Tensor)}
+        views = {(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype): t
+                 for t in tensors.values()}  # a tensor saved twice (tied weights) is counted once
+        needed = sum(t.numel() * (4 if t.dtype == torch.bfloat16 else t.element_size()) for t in views.values())
+        if needed > budget:
+            raise CorruptCheckpointError(_too_large(path, needed, budget))
         state = {}
-        for name, tensor in obj.items():
-            if not isinstance(tensor, torch.Tensor):
-                continue
-            tensor = tensor.detach()
+        for name, tensor in tensors.items():
             if tensor.dtype == torch.bfloat16:
                 state[str(name)] = tensor.float().numpy()
             else:
@@ -149,6 +154,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._archive, self._prefix, self._path = archive, prefix, path
         self._storages: dict[str, _Storage] = {}
         self._classes: dict[str, type] = {}
+        self._limit = self._budget = memory_budget(path)  # bytes it may still make: broadcasts count, cumulatively
 
     def find_class(self, module: str, name: str):
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
@@ -179,6 +185,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             nbytes = numel * storage_type.dtype.itemsize
             if numel < 0 or info.file_size != nbytes:
                 raise ValueError(f"storage {entry} holds {info.file_size} bytes, expected {nbytes}")
+            self._spend(nbytes)
             array = np.empty(numel, dtype=storage_type.dtype)
             with self._archive.open(info) as handle:
                 view = memoryview(array.view(np.uint8))
@@ -191,8 +198,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self._storages[key] = _Storage(array, storage_type)
         return self._storages[key]
 
-    @staticmethod
-    def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    def _spend(self, nbytes: int) -> None:
+        self._budget -= nbytes
+        if self._budget < 0:
+            raise CorruptCheckpointError(_too_large(self._path, self._limit - self._budget, self._limit))
+
+    def _rebuild_tensor(self, storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
         if not isinstance(storage, _Storage):
             raise ValueError("malformed tensor: no storage")
         size, stride = _check_ints(size, "size"), _check_ints(stride, "stride")
@@ -203,8 +214,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
             array = np.zeros(size, dtype=data.dtype)
         else:
             last = offset + sum((n - 1) * s for n, s in zip(size, stride))
-            if math.prod(size) > max(data.size, 2 ** 24):  # broadcast (stride 0) views past that: a memory bomb
-                raise ValueError(f"malformed tensor: {size} from a storage of {data.size} elements")
             if last >= data.size:
                 raise ValueError(f"malformed tensor: it reaches element {last} of a storage of {data.size}")
             itemsize = data.dtype.itemsize
@@ -212,10 +221,44 @@ class _RestrictedUnpickler(pickle.Unpickler):
                                                    strides=tuple(s * itemsize for s in stride), writeable=False)
             contiguous_whole = offset == 0 and int(np.prod(size)) == data.size and \
                 view.flags.c_contiguous and data.flags.writeable
+            if not contiguous_whole:  # a copy: broadcast (stride-0) views grow here, so they are counted
+                self._spend(view.nbytes * (2 if storage.type.bf16 else 1))
             array = data.reshape(size) if contiguous_whole else np.array(view, order="C")
         if storage.type.bf16:  # numpy has no bfloat16: widen exactly to float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
         return array
+
+
+def _refused_global(message: str) -> str:
+    """What torch's weights-only unpickler refused, from its message (whose wording changes between releases)."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", message) or re.search(r"[Uu]nsupported (?:global|class)[:\s]+([\w.]+)",
+                                                                  message)
+    if found:
+        return f"it references {found.group(1).rstrip('.')}, which is not allowed in a weights file"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
+    return (useful or lines or ["torch refused it"])[0][:200]
+
+
+def memory_budget(path: str | os.PathLike) -> int:
+    """The most bytes reading ``path`` may allocate: twice its size (bfloat16 widens to float32) + 64 MiB. Plain
+    weight files never need more; broadcast (stride-0) views and compressed storages would."""
+    return 2 * os.stat(path).st_size + 64 * 2 ** 20
+
+
+def _too_large(path, needed: int, budget: int) -> str:
+    return (f"{path}: its tensors would take {needed:,}+ bytes in memory, more than {budget:,} (twice the file's size + "
+            "64 MiB); a weights file never expands like this (broadcast / stride-0 views or repeated views)")
+
+
+def _check_stored(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse compressed entries: ``torch.save`` and ``torch.jit.save`` never compress, and a deflated storage can
+    inflate to gigabytes from a few kilobytes."""
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UnsupportedCheckpointError(
+                f"refused to read {path}: its entry {info.filename} is compressed ({info.file_size:,} bytes from "
+                f"{info.compress_size:,}); torch.save never compresses, re-save it with torch.save")
 
 
 def _archive_prefix(archive: zipfile.ZipFile, path: Path) -> str:
@@ -264,6 +307,7 @@ def read_torch_zip(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     with reading(path, "torch zip archive"):
         with zipfile.ZipFile(path) as archive:
+            _check_stored(archive, path)
             prefix = _archive_prefix(archive, path)
             with archive.open(f"{prefix}data.pkl") as handle:
                 root = _RestrictedUnpickler(handle, archive, prefix, path).load()
