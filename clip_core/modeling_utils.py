@@ -1,99 +1,18 @@
-"""What the three backends share besides tensor math: loading, saving, and input checks.
+"""What the three backends' model math shares besides tensor operations: input checks, the bicubic resize matrix,
+the trimmed text length and the encoder loop.
 
-A backend model class mixes in :class:`PretrainedMixin`, sets ``arch`` (one of :data:`clip_core.weights.ARCHITECTURES`)
-and ``config_class``, and implements two hooks:
-
-* ``_from_state(config, state, dtype=None)`` -- a model holding the canonical state's values;
-* ``export_state()`` -- the model's values as a canonical state (numpy, PyTorch layouts).
-
-Everything else (finding files, every format, validation, atomic writes) lives in :mod:`clip_core.checkpoints`.
+The pretrained-model machinery (:class:`PretrainedMixin`, :data:`CONFIG_CLASSES`) lives in :mod:`clip_core.pretrained`
+and is re-exported here.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from clip_core import checkpoints
-from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip_core.weights import init_state, param_table
-
-#: The config class each architecture is built from.
-CONFIG_CLASSES = {
-    "clip": CLIPConfig, "image_classification": CLIPConfig,
-    "text": CLIPTextConfig, "text_projection": CLIPTextConfig,
-    "vision": CLIPVisionConfig, "vision_projection": CLIPVisionConfig,
-}
-
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
-
-
-class PretrainedMixin:
-    """``from_pretrained`` / ``save_pretrained`` / random init for any backend, through the canonical state."""
-
-    arch: str = "clip"
-
-    @property
-    def config_class(self):
-        return CONFIG_CLASSES[self.arch]
-
-    @classmethod
-    def check_config(cls, config: Any):
-        """Return ``config`` if it is the config class this model is built from; raise ``TypeError`` otherwise."""
-        expected = CONFIG_CLASSES[cls.arch]
-        if isinstance(config, dict):
-            return expected.from_dict(config)
-        if not isinstance(config, expected):
-            raise TypeError(f"{cls.__name__} expects a {expected.__name__}, got {type(config).__name__}")
-        return config
-
-    @classmethod
-    def param_table(cls, config):
-        return param_table(config, cls.arch)
-
-    @classmethod
-    def random_state(cls, config, seed: int = 0) -> dict[str, np.ndarray]:
-        """A seeded random state following transformers' initialisation (identical in every backend)."""
-        return init_state(config, cls.arch, seed)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, config=None, dtype=None,
-                        **kwargs: Any):
-        """Load a model from a directory, a weight file or a Hub repo id, whatever the weight format.
-
-        ``model.safetensors`` (and sharded), ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack`` and
-        OpenAI / open_clip state dicts are all accepted. The text-only and vision-only classes also load from a
-        full CLIP checkpoint. ``dtype`` sets the parameter (and computation) dtype, e.g. ``"bfloat16"``.
-        """
-        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
-        if config is not None:
-            config = cls.check_config(config)
-        config, state = checkpoints.load_checkpoint(pretrained_model_name_or_path, arch=cls.arch, config=config,
-                                                    **hub)
-        return cls._from_state(config, state, dtype=dtype, **kwargs)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str | Sequence[str] = "safetensors", *,
-                        overwrite: bool = False, max_shard_size: int | str | None = None, **kwargs: Any) -> None:
-        """Write ``config.json`` and the weights, named as transformers names them, atomically.
-
-        ``format`` is ``"safetensors"`` (default), ``"pytorch"``, ``"tf"``, ``"flax"``, ``"all"`` or a list.
-        """
-        if "safe_serialization" in kwargs:  # transformers' spelling
-            format = "safetensors" if kwargs.pop("safe_serialization") else "pytorch"
-        if kwargs:
-            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
-        checkpoints.save_checkpoint(save_directory, self.config, self.export_state(), formats=format,
-                                    arch=self.arch, overwrite=overwrite, max_shard_size=max_shard_size)
-
-    # hooks every backend implements
-    @classmethod
-    def _from_state(cls, config, state, dtype=None, **kwargs):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def export_state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+from clip_core.config import CLIPTextConfig, CLIPVisionConfig
+from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin  # noqa: F401  (re-exported)
 
 
 # ---------------------------------------------------------------------------------------------- input checks

@@ -5,9 +5,9 @@ call takes ``params=``, and ``from_pretrained`` / ``save_pretrained`` read and w
 """
 
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip_flax.modeling import (FlaxCLIPForImageClassification, FlaxCLIPModel, FlaxCLIPPreTrainedModel,
-                                FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection, FlaxCLIPVisionModel,
-                                FlaxCLIPVisionModelWithProjection)
+from clip_flax.modeling import (FlaxCLIPForImageClassification, FlaxCLIPModel, FlaxCLIPTextModel,
+                                FlaxCLIPTextModelWithProjection, FlaxCLIPVisionModel, FlaxCLIPVisionModelWithProjection)
+from clip_flax.pretrained import FlaxCLIPPreTrainedModel
 
 __all__ = [
     "CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig",

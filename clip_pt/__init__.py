@@ -6,8 +6,9 @@
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
-from clip_pt.modeling import (CLIPForImageClassification, CLIPModel, CLIPPreTrainedModel, CLIPTextModel,
-                              CLIPTextModelWithProjection, CLIPVisionModel, CLIPVisionModelWithProjection)
+from clip_pt.modeling import (CLIPForImageClassification, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection,
+                              CLIPVisionModel, CLIPVisionModelWithProjection)
+from clip_pt.pretrained import CLIPPreTrainedModel
 
 __all__ = [
     "CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection",

@@ -2,7 +2,8 @@
 
 Submodule and parameter names are transformers' own, so ``model.state_dict()`` is keyed by the canonical names of
 :mod:`clip_core.weights` and loading or exporting a state is a dtype-preserving ``numpy <-> torch`` view. Everything
-that is not tensor math (configs, checkpoint formats, input checks, initialisation) comes from :mod:`clip_core`.
+that is not tensor math comes from elsewhere: configs, checkpoint formats, input checks and initialisation from
+:mod:`clip_core`, construction, dtypes and the state in and out of the parameters from :mod:`clip_pt.pretrained`.
 Attention runs through ``torch.nn.functional.scaled_dot_product_attention``; the explicit softmax formula is used
 only when ``output_attentions=True`` asks for the probabilities.
 """
@@ -11,22 +12,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip_core.modeling_utils import (PretrainedMixin, bicubic_resize_matrix, check_batch_sizes, check_text_inputs,
-                                      check_vision_inputs, run_layers)
+from clip_core.modeling_utils import (bicubic_resize_matrix, check_batch_sizes, check_text_inputs, check_vision_inputs,
+                                      run_layers)
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
-
-# The outputs are pytree nodes, so torch.export / torch.compile can return them (as transformers' outputs are).
-for _cls in (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput, ImageClassifierOutput):
-    torch.utils._pytree.register_pytree_node(
-        _cls, lambda out: (list(out.values()), list(out.keys())),
-        lambda values, keys, cls=_cls: cls(**dict(zip(keys, values))),
-        serialized_type_name=f"{_cls.__module__}.{_cls.__name__}")
+from clip_pt.pretrained import CLIPPreTrainedModel
 
 
 # ---------------------------------------------------------------------------------------------- functions
@@ -357,112 +351,6 @@ class CLIPVisionTransformer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- public models
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
-    """Base of every CLIP model: construction from a config, loading and saving through the canonical state.
-
-    ``Model(config, seed=None)`` builds the modules without allocating them (on the ``meta`` device) and fills them
-    from :meth:`random_state` (transformers' initialisation, identical in every backend for one seed; ``seed=None``
-    draws one from torch's global generator, so ``torch.manual_seed`` controls it). ``from_pretrained(path,
-    dtype=...)`` reads any checkpoint format, ``save_pretrained(dir, format=...)`` writes any.
-    """
-
-    arch = "clip"
-
-    def __init__(self, config, seed: int | None = None):
-        super().__init__()
-        self.config = self.check_config(config)
-        with torch.device("meta"):
-            self._build()
-        if seed is None:
-            seed = int(torch.randint(0, 2 ** 62, ()).item())
-        self._assign(self.random_state(self.config, seed))
-
-    def _build(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ canonical state <-> parameters
-    @staticmethod
-    def _dtype(dtype, state=None):
-        """A ``torch.dtype`` from ``None`` (float32), a torch dtype, a name, or ``"auto"`` (the state's)."""
-        if dtype is None:
-            return torch.float32
-        if dtype == "auto":
-            names = {np.asarray(v).dtype.name for v in (state or {}).values()}
-            return _DTYPES.get(names.pop() if len(names) == 1 else "float32", torch.float32)
-        if isinstance(dtype, str) and dtype.replace("torch.", "") in _DTYPES:
-            return _DTYPES[dtype.replace("torch.", "")]
-        if dtype in (torch.float32, torch.float16, torch.bfloat16):
-            return dtype
-        raise ValueError(f"dtype must be float32, bfloat16 or float16 (a torch.dtype or its name), got {dtype!r}")
-
-    @staticmethod
-    def _tensor(array, dtype):
-        """A torch tensor of ``dtype`` sharing ``array``'s memory when the dtypes agree."""
-        array = np.asarray(array)
-        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (from JAX): same bits as torch's
-            tensor = torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
-        elif not array.flags.writeable:
-            tensor = torch.tensor(array)
-        else:  # 0-d arrays stay 0-d (np.ascontiguousarray would make them 1-d)
-            tensor = torch.from_numpy(array if array.flags.c_contiguous else np.ascontiguousarray(array))
-        return tensor.to(dtype)
-
-    def _assign(self, state, dtype=None) -> None:
-        """Make ``state`` (a canonical numpy dict) the model's parameters, converted to ``dtype``."""
-        dtype = self._dtype(dtype, state)
-        self.load_state_dict({k: self._tensor(v, dtype) for k, v in state.items()}, strict=True, assign=True)
-
-    @classmethod
-    def _from_state(cls, config, state, dtype=None, torch_dtype=None, **kwargs):
-        """A model (in eval mode) holding ``state``; ``torch_dtype`` is accepted as transformers' alias of ``dtype``."""
-        if kwargs:
-            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
-        if torch_dtype is not None:
-            if dtype is not None and dtype != torch_dtype:
-                raise ValueError("pass either dtype or torch_dtype, not both")
-            dtype = torch_dtype
-        model = cls.__new__(cls)
-        nn.Module.__init__(model)
-        model.config = cls.check_config(config)
-        with torch.device("meta"):
-            model._build()
-        model._assign(state, dtype)
-        return model.eval()
-
-    def export_state(self) -> dict[str, np.ndarray]:
-        """The parameters as a canonical state: numpy, PyTorch layouts, on the CPU.
-
-        float32 and float16 models export their own dtype (float32 arrays are views of the CPU parameters, not
-        copies); bfloat16 models export float32 arrays, since numpy has no bfloat16.
-        """
-        out = {}
-        for name, tensor in self.state_dict().items():
-            tensor = tensor.detach().cpu()
-            out[name] = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-        return out
-
-    # ------------------------------------------------------------------ niceties
-    @property
-    def dtype(self) -> torch.dtype:
-        """The parameters' dtype."""
-        return next(self.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The parameters' device."""
-        return next(self.parameters()).device
-
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """The number of parameters (optionally only those requiring grad, or without the embedding tables)."""
-        skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
-        return sum(p.numel() for p in self.parameters()
-                   if id(p) not in skip and (p.requires_grad or not only_trainable))
-
-
 class CLIPTextModel(CLIPPreTrainedModel):
     """The text tower alone; ``pooler_output`` is the state at the end-of-text token."""
 

@@ -13,9 +13,9 @@ if "tensorflow" not in _sys.modules and "jax" not in _sys.modules:
             del _sys.modules["jax"]
 
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig  # noqa: E402
-from clip_tf.modeling import (TFCLIPForImageClassification, TFCLIPModel, TFCLIPPreTrainedModel,  # noqa: E402
-                              TFCLIPTextModel, TFCLIPTextModelWithProjection, TFCLIPVisionModel,
-                              TFCLIPVisionModelWithProjection)
+from clip_tf.modeling import (TFCLIPForImageClassification, TFCLIPModel, TFCLIPTextModel,  # noqa: E402
+                              TFCLIPTextModelWithProjection, TFCLIPVisionModel, TFCLIPVisionModelWithProjection)
+from clip_tf.pretrained import TFCLIPPreTrainedModel  # noqa: E402
 
 __all__ = [
     "CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig",

@@ -1,60 +1,132 @@
-"""The three modeling files read side by side: the same functions and classes, in the same order.
+"""The three backends read side by side: the same files under the same names, and in every file they share the same
+public functions and classes in the same order.
 
-Framework-specific private helpers (names starting with ``_``) may differ; the shared skeleton may not.
+Framework-specific private helpers (names starting with ``_``) may differ; the shared skeleton may not. The checks
+read the sources with :mod:`ast` only (no framework is imported). A package's ``__init__.py`` is compared as a file
+only: it exports what each framework's transformers counterpart exports, which differs between them.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 
 import pytest
 
 from tests.conftest import ROOT
 
-FILES = {"pt": "clip_pt/modeling.py", "tf": "clip_tf/modeling.py", "flax": "clip_flax/modeling.py"}
+BACKENDS = {"pt": "clip_pt", "tf": "clip_tf", "flax": "clip_flax"}
 PREFIX = {"pt": "", "tf": "TF", "flax": "Flax"}
-SKELETON = [
-    "activation", "attention_bias", "pool_text", "interpolate_pos_encoding", "normalize", "contrastive_loss",
-    "CLIPAttention", "CLIPMLP", "CLIPEncoderLayer", "CLIPEncoder", "CLIPTextEmbeddings", "CLIPVisionEmbeddings",
-    "CLIPTextTransformer", "CLIPVisionTransformer", "CLIPPreTrainedModel", "CLIPTextModel",
-    "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection", "CLIPModel",
-    "CLIPForImageClassification",
-]
-PUBLIC = SKELETON[SKELETON.index("CLIPPreTrainedModel"):]
+PUBLIC = ["CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel", "CLIPVisionModelWithProjection",
+          "CLIPModel", "CLIPForImageClassification"]
+#: The public names of the two files every backend has, in order: the model math and the pretrained-model machinery.
+SKELETONS = {
+    "modeling.py": [
+        "activation", "attention_bias", "pool_text", "interpolate_pos_encoding", "normalize", "contrastive_loss",
+        "CLIPAttention", "CLIPMLP", "CLIPEncoderLayer", "CLIPEncoder", "CLIPTextEmbeddings", "CLIPVisionEmbeddings",
+        "CLIPTextTransformer", "CLIPVisionTransformer", *PUBLIC,
+    ],
+    "pretrained.py": ["CLIPPreTrainedModel"],
+}
 # What one framework needs and the others do not (Flax keeps params outside modules: one top-level module class).
 FRAMEWORK_ONLY = {"pt": set(), "tf": set(), "flax": {"CLIPModule"}}
+# Files one framework has and the others cannot (Keras' fit support is TensorFlow's alone); every other file of a
+# backend exists in all three.
+FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": {"keras.py"}, "flax": set()}
 
 
-def _top_level_names(backend: str) -> list[str]:
-    tree = ast.parse((ROOT / FILES[backend]).read_text())
-    names = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+def _files(backend: str) -> set[str]:
+    """The backend package's Python files, as paths relative to the package, without its framework-only files."""
+    package = ROOT / BACKENDS[backend]
+    return {path.relative_to(package).as_posix() for path in package.rglob("*.py")
+            if "__pycache__" not in path.parts} - FRAMEWORK_ONLY_FILES[backend]
+
+
+SHARED_FILES = sorted(set.intersection(*(_files(b) for b in BACKENDS)) - {"__init__.py"}
+                      | set(SKELETONS))
+
+
+def _tree(backend: str, file: str) -> ast.Module:
+    return ast.parse((ROOT / BACKENDS[backend] / file).read_text())
+
+
+def _unprefixed(backend: str, name: str) -> str:
+    """``TFCLIPModel`` / ``FlaxCLIPModel`` -> ``CLIPModel``: the name without the framework prefix."""
     prefix = PREFIX[backend]
-    return [n[len(prefix):] if prefix and n.startswith(prefix + "CLIP") else n for n in names]
+    return name[len(prefix):] if prefix and re.match(prefix + "[A-Z]", name) else name
 
 
-@pytest.mark.parametrize("backend", FILES)
-def test_skeleton_in_order(backend):
-    names = [n for n in _top_level_names(backend) if not n.startswith("_")]
-    assert [n for n in names if n in SKELETON] == SKELETON
+def _top_level_names(backend: str, file: str) -> list[str]:
+    """The file's top-level functions, classes and assigned names, in order, without the framework prefix."""
+    names = []
+    for node in _tree(backend, file).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and not t.id.startswith("__")]
+    return [_unprefixed(backend, n) for n in names]
 
 
-def test_same_public_names_in_the_same_order():
-    lists = {b: [n for n in _top_level_names(b) if not n.startswith("_") and n not in FRAMEWORK_ONLY[b]]
-             for b in FILES}
-    assert lists["tf"] == lists["pt"]
-    assert lists["flax"] == lists["pt"]
+def _public(backend: str, file: str) -> list[str]:
+    return [n for n in _top_level_names(backend, file) if not n.startswith("_") and n not in FRAMEWORK_ONLY[backend]]
+
+
+def test_same_files_in_every_backend():
+    files = {backend: _files(backend) for backend in BACKENDS}
+    for backend in ("tf", "flax"):
+        missing, extra = sorted(files["pt"] - files[backend]), sorted(files[backend] - files["pt"])
+        assert not (missing or extra), f"{BACKENDS[backend]} lacks {missing} and alone has {extra}, beside clip_pt"
+    assert set(SKELETONS) <= files["pt"]
+
+
+@pytest.mark.parametrize("file", SKELETONS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_skeleton_in_order(backend, file):
+    names = [n for n in _top_level_names(backend, file) if not n.startswith("_")]
+    assert [n for n in names if n in SKELETONS[file]] == SKELETONS[file]
+
+
+@pytest.mark.parametrize("file", SHARED_FILES)
+def test_same_public_names_in_the_same_order(file):
+    lists = {backend: _public(backend, file) for backend in BACKENDS}
+    assert lists["tf"] == lists["pt"], file
+    assert lists["flax"] == lists["pt"], file
 
 
 def test_public_models_have_the_same_methods():
     methods = {}
-    for backend in FILES:
-        tree = ast.parse((ROOT / FILES[backend]).read_text())
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef) and node.name.removeprefix(PREFIX[backend]) in PUBLIC[1:]:
+    for backend in BACKENDS:
+        for node in _tree(backend, "modeling.py").body:
+            if isinstance(node, ast.ClassDef) and _unprefixed(backend, node.name) in PUBLIC:
                 public = {f.name for f in node.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
-                methods.setdefault(node.name.removeprefix(PREFIX[backend]), {})[backend] = public
+                methods.setdefault(_unprefixed(backend, node.name), {})[backend] = public
     for cls, by_backend in methods.items():
         if cls == "CLIPModel":
             for backend, names in by_backend.items():
                 assert {"get_text_features", "get_image_features"} <= names, (cls, backend, names)
-    assert set(methods) == set(PUBLIC[1:])
+    assert set(methods) == set(PUBLIC)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_public_models_subclass_the_pretrained_base(backend):
+    base = PREFIX[backend] + "CLIPPreTrainedModel"
+    package = BACKENDS[backend]
+    imported = {alias.asname or alias.name for node in _tree(backend, "modeling.py").body
+                if isinstance(node, ast.ImportFrom) and node.module == f"{package}.pretrained" for alias in node.names}
+    assert base in imported, f"{package}/modeling.py does not import {base} from {package}.pretrained"
+    for node in _tree(backend, "modeling.py").body:
+        if isinstance(node, ast.ClassDef) and _unprefixed(backend, node.name) in PUBLIC:
+            assert [b.id for b in node.bases if isinstance(b, ast.Name)] == [base], node.name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pretrained_does_not_import_modeling(backend):
+    """``modeling`` imports ``pretrained`` (the base class); the other way round would be an import cycle."""
+    package = BACKENDS[backend]
+    for node in _tree(backend, "pretrained.py").body:
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != f"{package}.modeling" and not (node.module == package and any(
+                alias.name == "modeling" for alias in node.names)), ast.unparse(node)
+        elif isinstance(node, ast.Import):
+            assert all(alias.name != f"{package}.modeling" for alias in node.names), ast.unparse(node)

@@ -1,0 +1,260 @@
+"""The Flax models' pretrained-model machinery: parameters kept outside the modules (transformers' tree), dtypes,
+the canonical state in and out of the tree (loading and saving come from :class:`clip_core.pretrained.PretrainedMixin`),
+and the dispatch of calls: concrete inputs checked, then one jitted ``module.apply`` per (model class, config, dtype),
+compiled once per input shapes and flags.
+
+The model math, the modules and the public model classes that subclass :class:`FlaxCLIPPreTrainedModel`, is in
+:mod:`clip_flax.modeling`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clip_core.modeling_utils import check_text_inputs, check_vision_inputs
+from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
+                               CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
+from clip_core.pretrained import PretrainedMixin
+from clip_core.weights import from_flax_tree, to_flax_tree
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _traced(x) -> bool:
+    """Whether ``x`` is abstract (inside ``jax.jit`` and friends), so its values cannot be inspected."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def _read(x, reduce):
+    """``reduce`` of ``x``'s values (numpy, or a JAX array reduced where it lives), or ``None`` where they cannot be
+    read (``x`` is None or abstract). A concrete array is read even while a caller's ``jax.jit`` traces the call
+    (a function closing over device arrays): its reductions would otherwise be staged into the trace."""
+    if x is None or _traced(x):
+        return None
+    with jax.ensure_compile_time_eval():
+        return reduce(x if isinstance(x, jax.Array) else np.asarray(x))
+
+
+def _span(values):
+    """(smallest, largest) of an array's values as ints; ``None`` for an empty array."""
+    return (int(values.min()), int(values.max())) if values.size else None
+
+
+def _all_finite(values) -> bool:
+    return bool((jnp if isinstance(values, jax.Array) else np).isfinite(values).all())
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def _unflatten_output(cls, keys, values):
+    """Rebuild an output from its pytree leaves."""
+    out = cls()
+    for key, value in zip(keys, values):  # kept even when JAX passes placeholders such as None
+        OrderedDict.__setitem__(out, key, value)
+    return out
+
+
+for _cls in (ModelOutput, BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
+             CLIPVisionModelOutput, ImageClassifierOutput):  # outputs are pytrees: a jitted function may return them
+    jax.tree_util.register_pytree_node(_cls, lambda out: (tuple(out.values()), tuple(out.keys())),
+                                       functools.partial(_unflatten_output, _cls))
+
+
+def _to_tuple(out):
+    """``return_dict=False``: tuples all the way down, as transformers returns them."""
+    if isinstance(out, ModelOutput):
+        return tuple(_to_tuple(value) for value in out.values())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- compiled calls
+class CLIPModule(nn.Module):
+    """The Flax module of a public model: what its ``_build`` creates (towers and heads, named as in transformers,
+    so its parameters are transformers' tree); its ``_forward`` (or another method) runs it via ``apply``."""
+
+    config: Any
+    build: Callable
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.build(self)
+
+
+class _CompiledApply:
+    """The jitted ``module.apply`` of one (model class, config, dtype), shared by every model built alike: XLA
+    compiles once per input shapes and flags, whichever instance calls. ``traces`` counts the traces."""
+
+    _cache: OrderedDict = OrderedDict()
+    _max_entries = 32
+
+    def __init__(self, cls, config, dtype):
+        self.module = CLIPModule(config, cls._build, dtype=dtype)
+        self.traces = 0
+        self.function = jax.jit(self._apply, static_argnames=("method", "flags"))
+
+    def _apply(self, params, inputs, dropout_rng, *, method, flags):
+        self.traces += 1  # a Python side effect: runs only while tracing
+        rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
+        return self.module.apply({"params": params}, **inputs, **dict(flags), method=method, rngs=rngs)
+
+    @classmethod
+    def get(cls, model_cls, config, dtype) -> "_CompiledApply":
+        key = (model_cls, config.to_json_string(), dtype.name)
+        if key not in cls._cache:
+            cls._cache[key] = cls(model_cls, config, dtype)
+            if len(cls._cache) > cls._max_entries:
+                cls._cache.popitem(last=False)
+        cls._cache.move_to_end(key)
+        return cls._cache[key]
+
+
+# ---------------------------------------------------------------------------------------------- the base class
+class FlaxCLIPPreTrainedModel(PretrainedMixin):
+    """Base of the Flax CLIP models: ``config``, ``module``, ``params`` (kept outside the module, transformers'
+    tree), ``dtype`` (the computation dtype), loading and saving in every format, and one cached jitted apply.
+
+    ``Model(config, seed=0, dtype=jnp.float32)`` holds the seeded random init of :meth:`random_state` (transformers'
+    initialisation, identical in every backend for one seed). ``from_pretrained(path, dtype=...)`` reads any
+    checkpoint format, ``save_pretrained(dir, format=...)`` writes any.
+    """
+
+    arch = "clip"
+
+    def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True,
+                 param_dtype=jnp.float32):
+        """``input_shape`` is accepted for compatibility and ignored (shapes come from the config). With
+        ``_do_init=False`` no parameters are made: pass ``params=`` to each call or set ``model.params``."""
+        self.config = self.check_config(config)
+        self.dtype = jnp.dtype(dtype)
+        self._compiled = _CompiledApply.get(type(self), self.config, self.dtype)
+        self.module = self._compiled.module
+        self._params = None
+        if _do_init:
+            self._params = self._tree(self.random_state(self.config, seed), param_dtype)
+
+    @staticmethod
+    def _build(module) -> None:  # pragma: no cover - abstract
+        """Create the towers and heads on ``module`` (a :class:`CLIPModule` in ``setup``)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ canonical state <-> parameters
+    @property
+    def params(self):
+        """The parameters: a nested dict, transformers' tree (``text_model/encoder/layers/0/self_attn/...``)."""
+        if self._params is None:
+            raise ValueError("this model was made with _do_init=False: pass params= or set model.params")
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        self._params = params
+
+    def _tree(self, state, param_dtype=jnp.float32):
+        """The parameter tree of a canonical state, as JAX arrays of ``param_dtype`` in buffers of XLA's own
+        (``copy=True``): in a long-lived process, jitted calls streamed the weights 2-4% slower from the buffers
+        ``jnp.asarray`` made of the loaded numpy arrays (measured; transformers' parameters stream at full speed)."""
+        tree = to_flax_tree(state, self.param_table(self.config))
+        return jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=param_dtype, copy=True), tree)
+
+    @classmethod
+    def _from_state(cls, config, state, dtype=None, param_dtype=jnp.float32, _do_init: bool = True, **kwargs):
+        """A model holding ``state``: ``dtype`` is the computation dtype, ``param_dtype`` the parameters' (float32
+        by default, as in transformers). With ``_do_init=False`` returns ``(model, params)``, as transformers does."""
+        for key in ("from_pt", "from_tf", "from_flax"):  # transformers' spellings: every format loads anyway
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        model = cls(config, dtype=jnp.float32 if dtype is None else dtype, _do_init=False)
+        params = model._tree(state, param_dtype)
+        if not _do_init:
+            return model, params
+        model.params = params
+        return model
+
+    def export_state(self, params=None) -> dict[str, np.ndarray]:
+        """``params`` (default ``self.params``) as a canonical state: numpy, PyTorch names and layouts."""
+        tree = jax.device_get(self.params if params is None else params)
+        return from_flax_tree(tree, self.param_table(self.config))
+
+    def save_pretrained(self, save_directory, format="safetensors", *, params=None, **kwargs) -> None:
+        """Write ``config.json`` and the weights in ``format`` (see :class:`PretrainedMixin`); ``params=`` saves
+        those parameters instead of ``self.params``, as in transformers."""
+        own = self._params
+        self._params = own if params is None else params
+        try:
+            super().save_pretrained(save_directory, format=format, **kwargs)
+        finally:
+            self._params = own
+
+    def _cast(self, params, dtype):
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self.params if params is None else params)
+
+    def to_bf16(self, params=None):
+        """``params`` (default ``self.params``) cast to bfloat16, as a new tree."""
+        return self._cast(params, jnp.bfloat16)
+
+    def to_fp16(self, params=None):
+        """``params`` (default ``self.params``) cast to float16, as a new tree."""
+        return self._cast(params, jnp.float16)
+
+    def to_fp32(self, params=None):
+        """``params`` (default ``self.params``) cast to float32, as a new tree."""
+        return self._cast(params, jnp.float32)
+
+    # ------------------------------------------------------------------ inputs and the jitted apply
+    def _flag(self, value, name: str) -> bool:
+        """An output flag: the argument, else the config's value (transformers' rule), else False."""
+        return bool(getattr(self.config, name, False) if value is None else value)
+
+    @staticmethod
+    def _text_inputs(config, input_ids, attention_mask=None, position_ids=None) -> dict:
+        """Checked text inputs as int32 arrays (value checks only when the values are concrete)."""
+        if input_ids is None:
+            raise ValueError("input_ids is required: you have to specify input_ids")
+        check_text_inputs(config, np.shape(input_ids), _read(input_ids, _span), dtype=getattr(input_ids, "dtype", None))
+        if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
+            raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
+                             f"input_ids {np.shape(input_ids)}")
+        if position_ids is not None:
+            batch, length = np.shape(input_ids)
+            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != length or \
+                    np.shape(position_ids)[0] not in (1, batch):
+                raise ValueError(f"position_ids must have shape ({batch} or 1, {length}) matching input_ids, "
+                                 f"found shape {np.shape(position_ids)}")
+            span = _read(position_ids, _span)
+            if span is not None:
+                low, high = span
+                if low < 0 or high >= config.max_position_embeddings:
+                    raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
+                                     f"found {low if low < 0 else high}")
+        as_int = functools.partial(jnp.asarray, dtype=jnp.int32)
+        return dict(input_ids=as_int(input_ids),
+                    attention_mask=None if attention_mask is None else as_int(attention_mask),
+                    position_ids=None if position_ids is None else as_int(position_ids))
+
+    @staticmethod
+    def _vision_inputs(config, pixel_values, interpolate_pos_encoding=False) -> dict:
+        """Checked NCHW pixels as a float32 array (finiteness checked only when the values are concrete)."""
+        if pixel_values is None:
+            raise ValueError("pixel_values is required: you have to specify pixel_values")
+        check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding),
+                            _read(pixel_values, _all_finite))
+        return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
+
+    def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
+             **flags):
+        """Run ``method(module, **inputs, deterministic=not train, **flags)`` through the cached jitted apply:
+        compiled once per input shapes and flags, then reused (inside a user's ``jax.jit`` it is simply inlined)."""
+        flags = tuple(sorted({"deterministic": not train, **flags}.items()))
+        out = self._compiled.function(self.params if params is None else params, inputs, dropout_rng,
+                                      method=method, flags=flags)
+        return _to_tuple(out) if return_dict is False or (
+            return_dict is None and getattr(self.config, "return_dict", True) is False) else out
+
+
+__all__ = ["FlaxCLIPPreTrainedModel"]

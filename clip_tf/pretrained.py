@@ -1,0 +1,287 @@
+"""The TensorFlow models' pretrained-model machinery: variables from the parameter table, dtypes, the canonical state
+in and out of the variables (loading and saving come from :class:`clip_core.pretrained.PretrainedMixin`), and the
+dispatch of calls: inputs bound, converted and checked eagerly, then one XLA-compiled function per method, flags and
+input specs, cached per model.
+
+The model math, the modules and the public model classes that subclass :class:`TFCLIPPreTrainedModel`, is in
+:mod:`clip_tf.modeling`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from clip_core.modeling_utils import check_batch_sizes, check_text_inputs, check_vision_inputs
+from clip_core.outputs import ModelOutput
+from clip_core.pretrained import PretrainedMixin
+from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
+
+_TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "labels")
+_INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_SIGNATURES: dict = {}
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def _signature(method) -> inspect.Signature:
+    function = getattr(method, "__func__", method)
+    if function not in _SIGNATURES:
+        _SIGNATURES[function] = inspect.signature(method)
+    return _SIGNATURES[function]
+
+
+def _dtype_of(value):
+    """The dtype an input came with (before conversion), for the checks' messages."""
+    return value.dtype if isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)) else np.asarray(value).dtype
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def _to_tuple(out):
+    """``return_dict=False``: tuples all the way down, as transformers returns them."""
+    if isinstance(out, ModelOutput):
+        return tuple(_to_tuple(value) for value in out.values())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- compiled calls
+class _Compiled:
+    """One XLA-compiled function for one (method, flags, input shapes and dtypes): traced once, never retraced.
+
+    A plain object, so that ``tf.saved_model.save`` and variable tracking ignore it.
+    """
+
+    def __init__(self, method, flags):
+        def run(**tensors):  # outputs come back as they were built: tf.nest rebuilds them from (key, value) pairs
+            return method(**tensors, **flags)
+
+        self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
+        self.concrete = None
+
+    def __call__(self, tensors):
+        if self.concrete is None:  # calling the traced function directly skips tf.function's per-call dispatch
+            self.concrete = self.function.get_concrete_function(**tensors)
+        return self.concrete(**tensors)
+
+
+class _CompiledCache:
+    """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track."""
+
+    def __init__(self):
+        self.functions: dict = {}
+
+
+# ---------------------------------------------------------------------------------------------- the base class
+class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
+    """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
+
+    ``TFCLIPModel(config, seed=None, dtype=None)`` builds a model with random weights following transformers'
+    initialisation (identical in every backend for one seed; ``seed=None`` draws one from TensorFlow's global
+    generator, so ``tf.random.set_seed`` controls it). ``from_pretrained(path, dtype=...)`` loads any
+    checkpoint format, ``save_pretrained(dir, format=...)`` writes any. Set ``model.jit_compile = False`` to run calls
+    eagerly instead of through the cached XLA functions.
+    """
+
+    arch = "clip"
+    #: the tensor inputs of the serving signature, with their dtypes
+    serving_inputs: dict[str, tf.DType] = {}
+
+    def __init__(self, config, seed: int | None = None, dtype=None, *,
+                 _state: Mapping[str, np.ndarray] | None = None):
+        tf.Module.__init__(self)
+        self.config = self.check_config(config)
+        self.text_config, self.vision_config = tower_configs(self.config, self.arch)
+        if _state is None:
+            if seed is None:  # drawn from TensorFlow's global generator, so tf.random.set_seed controls it
+                seed = int(tf.random.uniform((), 0, 2 ** 31 - 1, dtype=tf.int64))
+            _state = self.random_state(self.config, seed)
+        dtype = self._dtype(dtype, _state)
+        self.table = self.param_table(self.config)
+        self.params = {
+            name: tf.Variable(tf.cast(to_framework_layout(np.asarray(_state[name]), spec.kind, "tf"), dtype),
+                              name=tf_name(spec)[:-2])
+            for name, spec in self.table.items()}
+        self.jit_compile = True
+        self._compiled = _CompiledCache()
+        self._build()
+
+    def _build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ canonical state <-> variables
+    @staticmethod
+    def _dtype(dtype, state=None) -> tf.DType:
+        """A ``tf.DType`` from ``None`` (float32), a dtype or its name, or ``"auto"`` (the state's)."""
+        if dtype is None:
+            return tf.float32
+        if isinstance(dtype, str) and dtype == "auto":
+            kinds = {np.asarray(v).dtype.name for v in (state or {}).values()}
+            dtype = kinds.pop() if len(kinds) == 1 else "float32"
+        try:
+            name = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else tf.as_dtype(dtype).name
+        except TypeError:
+            name = None
+        if name in ("float32", "float16", "bfloat16"):
+            return tf.as_dtype(name)
+        raise ValueError(f"dtype must be float32, bfloat16 or float16 (a dtype or its name), got {dtype!r}")
+
+    @classmethod
+    def _from_state(cls, config, state, dtype=None, **kwargs):
+        """A model holding ``state`` (numpy, canonical names and layouts) in ``dtype``."""
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        return cls(config, dtype=dtype, _state=state)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """The variables as a canonical state: numpy, PyTorch layouts.
+
+        float32 and float16 models export their own dtype; bfloat16 models export float32 arrays.
+        """
+        out = {}
+        for name, spec in self.table.items():
+            variable = self.params[name]
+            value = tf.cast(variable, tf.float32) if variable.dtype == tf.bfloat16 else variable
+            out[name] = from_framework_layout(value.numpy(), spec.kind, "tf")
+        return out
+
+    # ------------------------------------------------------------------ niceties
+    @property
+    def dtype(self) -> tf.DType:
+        """The variables' dtype."""
+        return next(iter(self.params.values())).dtype
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The number of parameters (optionally only trainable ones, or without the embedding tables)."""
+        return sum(int(np.prod(v.shape)) for name, v in self.params.items()
+                   if (v.trainable or not only_trainable)
+                   and not (exclude_embeddings and self.table[name].kind == "embedding"))
+
+    # -------------------------------------------------------------------------------- dispatch
+    def _dispatch(self, method, args, kwargs, trim=None):
+        """Bind the arguments, check and convert the inputs, then run ``method`` compiled (cached) or directly.
+        ``trim``: ``method`` needs only the pooled text states, so eager text inputs are cut by this function
+        (:func:`clip_tf.modeling.trim_text`)."""
+        if len(args) == 1 and isinstance(args[0], Mapping):  # model({"input_ids": ..., ...}) as in Keras
+            kwargs, args = {**args[0], **kwargs}, ()
+        signature = _signature(method)
+        arguments = signature.bind(*args, **kwargs).arguments
+        given = {name: arguments.pop(name) for name in _TENSOR_ARGS if arguments.get(name) is not None}
+        ids_dtype = _dtype_of(given["input_ids"]) if "input_ids" in given else None
+        tensors = {name: self._convert(name, value) for name, value in given.items()}
+        eager = tf.executing_eagerly()
+        self._check_inputs(tensors, arguments, eager, signature.parameters, ids_dtype)
+        return_dict = arguments.pop("return_dict", None)
+        if trim is not None and eager:
+            cut = trim(tensors["input_ids"], tensors.get("attention_mask"), tensors.get("position_ids"),
+                       self.text_config.eos_token_id)
+            names = ("input_ids", "attention_mask", "position_ids")
+            tensors.update((name, value) for name, value in zip(names, cut) if value is not None)
+        if eager and self.jit_compile:
+            key = (method.__name__, tuple(sorted(arguments.items())),
+                   tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
+            compiled = self._compiled.functions.get(key)
+            if compiled is None:
+                compiled = self._compiled.functions[key] = _Compiled(method, arguments)
+            out = compiled(tensors)
+        else:
+            out = method(**tensors, **arguments)
+        return _to_tuple(out) if return_dict is False else out
+
+    def _convert(self, name, value):
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            if name == "labels" and not value.dtype.is_integer:
+                raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype.name}")
+            if name in _INT_ARGS:
+                return value if value.dtype == tf.int32 else tf.cast(value, tf.int32)
+            return value if value.dtype == self.dtype else tf.cast(value, self.dtype)
+        value = np.asarray(value)
+        if name == "labels" and not (np.issubdtype(value.dtype, np.integer) or value.dtype == object):
+            raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype}")
+        if name in _INT_ARGS:
+            if np.issubdtype(value.dtype, np.integer) and value.size and \
+                    (value.min() < np.iinfo(np.int32).min or value.max() > np.iinfo(np.int32).max):
+                raise ValueError(f"{name} holds values outside the int32 range")
+            return tf.constant(value.astype(np.int32, copy=False))
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise ValueError(f"{name} must be numeric, got dtype {value.dtype}")
+        return tf.constant(value, dtype=self.dtype)
+
+    def _check_inputs(self, tensors, arguments, eager, parameters, ids_dtype=None):
+        """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete
+        (eager), not while a caller's ``tf.function`` traces."""
+        ids, pixels = tensors.get("input_ids"), tensors.get("pixel_values")
+        if "input_ids" in parameters:
+            self._check_text(ids, tensors.get("attention_mask"), tensors.get("position_ids"), eager, ids_dtype)
+        if "pixel_values" in parameters:
+            self._check_vision(pixels, bool(arguments.get("interpolate_pos_encoding")), eager)
+        if ids is not None and pixels is not None and None not in (ids.shape[0], pixels.shape[0]):
+            check_batch_sizes(ids.shape, pixels.shape, bool(arguments.get("return_loss")))
+        labels = tensors.get("labels")
+        if labels is not None and eager:
+            num_labels = self.params["classifier.bias"].shape[0]
+            values = labels.numpy()
+            values = values[values != -100]  # ignored, as in PyTorch's cross-entropy
+            if values.size and (values.min() < 0 or values.max() >= num_labels):
+                raise ValueError(f"labels must lie in [0, {num_labels}) (or be -100), found values in "
+                                 f"[{values.min()}, {values.max()}]")
+
+    def _check_text(self, ids, attention_mask, position_ids, eager, dtype=None):
+        if ids is None:
+            raise ValueError("input_ids is required: you have to specify input_ids")
+        if ids.shape.rank is None:
+            raise ValueError("input_ids must have a known rank: (batch, sequence_length)")
+        shape = [1 if d is None else d for d in ids.shape]  # unknown sizes (a caller's dynamic signature) pass
+        check_text_inputs(self.text_config, shape, dtype=dtype)  # dtype and shape before looking at values
+        if eager and ids.shape.num_elements():
+            values = ids.numpy()
+            check_text_inputs(self.text_config, shape, (int(values.min()), int(values.max())))
+        for name, other in (("attention_mask", attention_mask), ("position_ids", position_ids)):
+            if other is not None and (other.shape.rank != 2 or None not in (other.shape[1], ids.shape[1])
+                                      and other.shape[1] != ids.shape[1]):
+                raise ValueError(f"{name} must have shape (batch, sequence_length) matching input_ids "
+                                 f"{tuple(ids.shape)}, found shape {tuple(other.shape)}")
+        if eager and position_ids is not None and position_ids.shape.num_elements():
+            low, high = int(tf.reduce_min(position_ids)), int(tf.reduce_max(position_ids))
+            if low < 0 or high >= self.text_config.max_position_embeddings:
+                raise ValueError(f"position_ids must lie in [0, {self.text_config.max_position_embeddings}), "
+                                 f"found {low if low < 0 else high}")
+
+    def _check_vision(self, pixels, interpolate, eager):
+        if pixels is None:
+            raise ValueError("pixel_values is required: you have to specify pixel_values")
+        if pixels.shape.rank is None:
+            raise ValueError("pixel_values must have a known rank: (batch, channels, height, width)")
+        config = self.vision_config
+        shape = list(pixels.shape)
+        if len(shape) == 4:  # unknown sizes (a caller's dynamic signature) stand for the expected ones
+            if interpolate and None in shape[2:]:
+                raise ValueError("interpolate_pos_encoding=True needs pixel_values of a known height and width")
+            fill = (1, config.num_channels, config.image_size, config.image_size)
+            shape = [f if d is None else d for d, f in zip(shape, fill)]
+        finite = None
+        if eager and pixels.shape.num_elements():
+            values = pixels.numpy()
+            finite = bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+        check_vision_inputs(config, shape, interpolate, finite)
+
+    def __call__(self, *args, **kwargs):
+        """Run :meth:`call` (see there) with checked inputs, XLA-compiled unless ``jit_compile`` is False."""
+        return self._dispatch(self.call, args, kwargs)
+
+    def serving(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The SavedModel serving function: the model's top-level output tensors for a dict of inputs."""
+        out = self.call(**inputs)
+        return {key: value for key, value in out.items() if isinstance(value, tf.Tensor)}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.serving_inputs:  # a default signature for tf.saved_model.save(model, path), as in transformers
+            signature = {name: tf.TensorSpec((None,) * (4 if name == "pixel_values" else 2), dtype, name=name)
+                         for name, dtype in cls.serving_inputs.items()}
+            cls.serving = tf.function(TFCLIPPreTrainedModel.serving, input_signature=[signature], autograph=False)
+
+
+__all__ = ["TFCLIPPreTrainedModel"]
