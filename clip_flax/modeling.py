@@ -192,11 +192,17 @@ class CLIPEncoderLayer(nn.Module):
         return hidden_states, probs
 
 
+# the layer recomputed in the backward pass (gradient checkpointing); ``deterministic`` (argument 3) is static
+_RematEncoderLayer = nn.remat(CLIPEncoderLayer, static_argnums=(3,))
+
+
 class CLIPEncoder(nn.Module):
-    """A stack of encoder layers; serves both towers. Parameters under ``layers/<i>/``, as in transformers."""
+    """A stack of encoder layers; serves both towers. Parameters under ``layers/<i>/``, as in transformers.
+    With ``gradient_checkpointing`` each layer is ``nn.remat``-ed: its activations are recomputed for the gradient."""
 
     config: Any
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     @nn.compact
     def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
@@ -206,7 +212,8 @@ class CLIPEncoder(nn.Module):
         layers = self.scope.push("layers", reuse=True)  # a ModuleList's place in the tree: encoder/layers/0/...
 
         def layer_call(i, h, r):
-            layer = CLIPEncoderLayer(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
+            layer_class = _RematEncoderLayer if self.gradient_checkpointing else CLIPEncoderLayer
+            layer = layer_class(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
             return layer(h, bias, deterministic, r)
         return run_layers(self.config.num_hidden_layers, layer_call, hidden_states, output_hidden_states,
                           output_attentions, rows)
@@ -268,6 +275,7 @@ class CLIPTextTransformer(nn.Module):
 
     config: Any
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, position_ids=None, output_attentions=False,
@@ -278,7 +286,7 @@ class CLIPTextTransformer(nn.Module):
         hidden_states = CLIPTextEmbeddings(cfg, name="embeddings")(input_ids, position_ids)
         bias = attention_bias(attention_mask, input_ids.shape[1], True, jnp.float32)
         index = pool_index(input_ids, cfg.eos_token_id)
-        last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
+        last, states, attentions = CLIPEncoder(cfg, self.dtype, self.gradient_checkpointing, name="encoder")(
             hidden_states, bias, output_attentions, output_hidden_states, deterministic, index if pooled_only else None)
         last = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(last)
         if pooled_only:
@@ -292,6 +300,7 @@ class CLIPVisionTransformer(nn.Module):
 
     config: Any
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     @nn.compact
     def __call__(self, pixel_values, output_attentions=False, output_hidden_states=False,
@@ -303,7 +312,7 @@ class CLIPVisionTransformer(nn.Module):
         hidden_states = CLIPVisionEmbeddings(cfg, self.dtype, name="embeddings")(pixel_values)
         hidden_states = norm(name="pre_layrnorm")(hidden_states)
         rows = jnp.zeros(hidden_states.shape[:1], jnp.int32) if pooled_only else None
-        last, states, attentions = CLIPEncoder(cfg, self.dtype, name="encoder")(
+        last, states, attentions = CLIPEncoder(cfg, self.dtype, self.gradient_checkpointing, name="encoder")(
             hidden_states, None, output_attentions, output_hidden_states, deterministic, rows)
         if pooled_only:
             return BaseModelOutputWithPooling(pooler_output=norm(name="post_layernorm")(last[:, 0]))
@@ -319,7 +328,7 @@ class FlaxCLIPTextModel(FlaxCLIPPreTrainedModel):
 
     @staticmethod
     def _build(module):
-        module.text_model = CLIPTextTransformer(module.config, module.dtype)
+        module.text_model = CLIPTextTransformer(module.config, module.dtype, module.gradient_checkpointing)
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, params=None, dropout_rng=None,
                  train: bool = False, output_attentions=None, output_hidden_states=None, return_dict=None):
@@ -343,7 +352,7 @@ class FlaxCLIPTextModelWithProjection(FlaxCLIPPreTrainedModel):
 
     @staticmethod
     def _build(module):
-        module.text_model = CLIPTextTransformer(module.config, module.dtype)
+        module.text_model = CLIPTextTransformer(module.config, module.dtype, module.gradient_checkpointing)
         module.text_projection = _Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
 
     __call__ = FlaxCLIPTextModel.__call__
@@ -365,7 +374,7 @@ class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
 
     @staticmethod
     def _build(module):
-        module.vision_model = CLIPVisionTransformer(module.config, module.dtype)
+        module.vision_model = CLIPVisionTransformer(module.config, module.dtype, module.gradient_checkpointing)
 
     def __call__(self, pixel_values, params=None, dropout_rng=None, train: bool = False, output_attentions=None,
                  output_hidden_states=None, return_dict=None, interpolate_pos_encoding: bool = False):
@@ -387,7 +396,7 @@ class FlaxCLIPVisionModelWithProjection(FlaxCLIPPreTrainedModel):
 
     @staticmethod
     def _build(module):
-        module.vision_model = CLIPVisionTransformer(module.config, module.dtype)
+        module.vision_model = CLIPVisionTransformer(module.config, module.dtype, module.gradient_checkpointing)
         module.visual_projection = _Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
 
     __call__ = FlaxCLIPVisionModel.__call__
@@ -408,8 +417,8 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
     @staticmethod
     def _build(module):
         text, vision = module.config.text_config, module.config.vision_config
-        module.text_model = CLIPTextTransformer(text, module.dtype)
-        module.vision_model = CLIPVisionTransformer(vision, module.dtype)
+        module.text_model = CLIPTextTransformer(text, module.dtype, module.gradient_checkpointing)
+        module.vision_model = CLIPVisionTransformer(vision, module.dtype, module.gradient_checkpointing)
         module.visual_projection = _Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
         module.text_projection = _Dense(module.config.projection_dim, use_bias=False, dtype=module.dtype)
         module.logit_scale = module.param("logit_scale", nn.initializers.zeros, ())
@@ -480,7 +489,7 @@ class FlaxCLIPForImageClassification(FlaxCLIPPreTrainedModel):
     @staticmethod
     def _build(module):
         num_labels = param_table(module.config, "image_classification")["classifier.weight"].shape[0]
-        module.vision_model = CLIPVisionTransformer(module.config.vision_config, module.dtype)
+        module.vision_model = CLIPVisionTransformer(module.config.vision_config, module.dtype, module.gradient_checkpointing)
         module.classifier = _Dense(num_labels, dtype=module.dtype)
 
     def __call__(self, pixel_values, labels=None, params=None, dropout_rng=None, train: bool = False,

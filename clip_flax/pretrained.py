@@ -80,6 +80,7 @@ class CLIPModule(nn.Module):
     config: Any
     build: Callable
     dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
 
     def setup(self):
         self.build(self)
@@ -92,8 +93,8 @@ class _CompiledApply:
     _cache: OrderedDict = OrderedDict()
     _max_entries = 32
 
-    def __init__(self, cls, config, dtype):
-        self.module = CLIPModule(config, cls._build, dtype=dtype)
+    def __init__(self, cls, config, dtype, gradient_checkpointing: bool = False):
+        self.module = CLIPModule(config, cls._build, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
         self.traces = 0
         self.function = jax.jit(self._apply, static_argnames=("method", "flags"))
 
@@ -103,10 +104,10 @@ class _CompiledApply:
         return self.module.apply({"params": params}, **inputs, **dict(flags), method=method, rngs=rngs)
 
     @classmethod
-    def get(cls, model_cls, config, dtype) -> "_CompiledApply":
-        key = (model_cls, config.to_json_string(), dtype.name)
+    def get(cls, model_cls, config, dtype, gradient_checkpointing: bool = False) -> "_CompiledApply":
+        key = (model_cls, config.to_json_string(), dtype.name, gradient_checkpointing)
         if key not in cls._cache:
-            cls._cache[key] = cls(model_cls, config, dtype)
+            cls._cache[key] = cls(model_cls, config, dtype, gradient_checkpointing)
             if len(cls._cache) > cls._max_entries:
                 cls._cache.popitem(last=False)
         cls._cache.move_to_end(key)
@@ -141,6 +142,29 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     def _build(module) -> None:  # pragma: no cover - abstract
         """Create the towers and heads on ``module`` (a :class:`CLIPModule` in ``setup``)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ gradient checkpointing
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute every encoder layer's activations for the gradient instead of keeping them (``nn.remat`` of
+        the layer, as transformers' Flax models do): this model gets another module (and its own compiled apply);
+        parameters and gradients are unchanged."""
+        self._set_gradient_checkpointing(True)
+
+    def disable_gradient_checkpointing(self) -> None:
+        """Keep the activations again (the default)."""
+        self._set_gradient_checkpointing(False)
+
+    gradient_checkpointing_enable = enable_gradient_checkpointing  # the PyTorch / TensorFlow spelling
+    gradient_checkpointing_disable = disable_gradient_checkpointing
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on."""
+        return self.module.gradient_checkpointing
+
+    def _set_gradient_checkpointing(self, enable: bool) -> None:
+        self._compiled = _CompiledApply.get(type(self), self.config, self.dtype, enable)
+        self.module = self._compiled.module
 
     # ------------------------------------------------------------------ canonical state <-> parameters
     @property

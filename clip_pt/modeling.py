@@ -67,8 +67,11 @@ def pool_text(last_hidden_state, input_ids, eos_token_id: int):
 
 def take_rows(x, index, dim: int = 1):
     """``x`` at position ``index[b]`` of axis ``dim`` in each batch row ``b``, that axis kept (of size 1); ``x`` may
-    have a batch of 1 (an attention bias shared by the batch)."""
-    return torch.take_along_dim(x, index.reshape(-1, *(1,) * (x.dim() - 1)), dim=dim)
+    have a batch of 1 (an attention bias shared by the batch). A ``gather`` over explicitly expanded shapes, so
+    ``torch.export`` keeps the batch and length symbolic (``take_along_dim``'s broadcasting specialised both)."""
+    x = x.expand(index.shape[0], *x.shape[1:])
+    shape = (*x.shape[:dim], 1, *x.shape[dim + 1:])
+    return torch.gather(x, dim, index.reshape(-1, *(1,) * (x.dim() - 1)).expand(shape))
 
 
 def trim_text(input_ids, attention_mask, position_ids, eos_token_id: int):
@@ -233,12 +236,20 @@ class CLIPEncoder(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.layers = nn.ModuleList([CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False  # set by CLIPPreTrainedModel.gradient_checkpointing_enable
+        self._gradient_checkpointing_func = None
 
     def forward(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False, rows=None):
         """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
         computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
-        return run_layers(len(self.layers), lambda i, h, r: self.layers[i](h, bias, output_attentions, r),
-                          hidden_states, output_hidden_states, output_attentions, rows)
+        checkpoint = self._gradient_checkpointing_func if (
+            self.gradient_checkpointing and self.training and torch.is_grad_enabled()) else None
+
+        def layer_call(i, h, r):  # checkpointed: the layer's activations are recomputed in the backward pass
+            if checkpoint is not None:
+                return checkpoint(self.layers[i], h, bias, output_attentions, r)
+            return self.layers[i](h, bias, output_attentions, r)
+        return run_layers(len(self.layers), layer_call, hidden_states, output_hidden_states, output_attentions, rows)
 
 
 class CLIPTextEmbeddings(nn.Module):

@@ -7,8 +7,11 @@ The model math, the modules and the public model classes that subclass :class:`C
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
@@ -123,6 +126,34 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
     def device(self) -> torch.device:
         """The parameters' device."""
         return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ gradient checkpointing (transformers' API)
+    supports_gradient_checkpointing = True
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Recompute every encoder layer's activations in the backward pass instead of keeping them (less memory,
+        one more forward per layer), while training (``model.train()``) with autograd on. The layers run under
+        ``torch.utils.checkpoint.checkpoint`` with ``gradient_checkpointing_kwargs`` (default
+        ``{"use_reentrant": False}``). The gradients are those of the plain model."""
+        if gradient_checkpointing_kwargs is not None and not isinstance(gradient_checkpointing_kwargs, dict):
+            raise TypeError("gradient_checkpointing_kwargs must be a dict of torch.utils.checkpoint arguments, got "
+                            f"{type(gradient_checkpointing_kwargs).__name__}")
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+        self._set_gradient_checkpointing(functools.partial(torch.utils.checkpoint.checkpoint, **kwargs))
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Keep the activations again (the default)."""
+        self._set_gradient_checkpointing(None)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on."""
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def _set_gradient_checkpointing(self, function) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing, module._gradient_checkpointing_func = function is not None, function
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of parameters (optionally only those requiring grad, or without the embedding tables)."""

@@ -17,7 +17,7 @@ import tensorflow as tf
 from clip_core.modeling_utils import bicubic_resize_matrix, run_layers, trimmed_text_length
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
-from clip_tf.pretrained import TFCLIPPreTrainedModel
+from clip_tf.pretrained import TFCLIPPreTrainedModel, _TrainableModule
 
 
 # ---------------------------------------------------------------------------------------------- functions
@@ -47,7 +47,8 @@ def attention_bias(attention_mask, seq_len, causal: bool, dtype=tf.float32):
         positions = tf.range(seq_len)
         allowed = (positions[:, None] >= positions[None, :])[None, None]
     if attention_mask is not None:
-        padding = tf.cast(attention_mask, tf.bool)[:, None, None, :]
+        # expand_dims, not [:, None, None, :]: LiteRT has no strided slice adding axes to a boolean tensor
+        padding = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, tf.bool), 1), 1)
         allowed = padding if allowed is None else tf.logical_and(allowed, padding)
     if allowed is None:
         return None
@@ -133,7 +134,7 @@ def _scope(params: Mapping[str, tf.Variable], prefix: str) -> dict[str, tf.Varia
 
 
 # ---------------------------------------------------------------------------------------------- internal modules
-class CLIPAttention(tf.Module):
+class CLIPAttention(_TrainableModule):
     """Multi-head self-attention, scaled by ``head_dim ** -0.5``; softmax in float32."""
 
     def __init__(self, config, params, prefix):
@@ -162,7 +163,7 @@ class CLIPAttention(tf.Module):
         return _dense(out, self.params, "out_proj"), (probs if output_attentions else None)
 
 
-class CLIPMLP(tf.Module):
+class CLIPMLP(_TrainableModule):
     """``fc2(act(fc1(x)))``."""
 
     def __init__(self, config, params, prefix):
@@ -174,7 +175,7 @@ class CLIPMLP(tf.Module):
         return _dense(self.act(_dense(hidden_states, self.params, "fc1")), self.params, "fc2")
 
 
-class CLIPEncoderLayer(tf.Module):
+class CLIPEncoderLayer(_TrainableModule):
     """A pre-LN transformer block: ``h += attn(ln1(h)); h += mlp(ln2(h))``."""
 
     def __init__(self, config, params, prefix):
@@ -196,23 +197,38 @@ class CLIPEncoderLayer(tf.Module):
         return hidden_states, probs
 
 
-class CLIPEncoder(tf.Module):
+class CLIPEncoder(_TrainableModule):
     """The stack of blocks; collects every layer's input/output states and attention maps on request."""
 
     def __init__(self, config, params, prefix):
         super().__init__(name="encoder")
         self.layers = [CLIPEncoderLayer(config, params, f"{prefix}.layers.{i}")
                        for i in range(config.num_hidden_layers)]
+        self.gradient_checkpointing = False  # set by TFCLIPPreTrainedModel.gradient_checkpointing_enable
 
     def __call__(self, hidden_states, bias=None, output_attentions=False, output_hidden_states=False,
                  training=False, rows=None):
         """Return ``(last_hidden_state, hidden_states or None, attentions or None)``; with ``rows`` the last layer
         computes only those rows (one per batch row), so ``last_hidden_state`` is ``[batch, 1, d]``."""
-        return run_layers(len(self.layers), lambda i, h, r: self.layers[i](h, bias, output_attentions, training, r),
-                          hidden_states, output_hidden_states, output_attentions, rows)
+        def layer_call(i, h, r):
+            if self.gradient_checkpointing:
+                return _recomputed(self.layers[i], h, bias, output_attentions, training, r)
+            return self.layers[i](h, bias, output_attentions, training, r)
+        return run_layers(len(self.layers), layer_call, hidden_states, output_hidden_states, output_attentions, rows)
 
 
-class CLIPTextEmbeddings(tf.Module):
+def _recomputed(layer, hidden_states, bias, output_attentions, training, rows):
+    """``layer(...)`` under ``tf.recompute_grad``: its activations are recomputed for the gradient instead of kept
+    (the bias and the rows are constants of the gradient; dropout, off in CLIP, would draw new masks)."""
+    def run(h):
+        out, probs = layer(h, bias, output_attentions, training, rows)
+        return (out, probs) if output_attentions else out
+
+    out = tf.recompute_grad(run)(hidden_states)
+    return tuple(out) if output_attentions else (out, None)
+
+
+class CLIPTextEmbeddings(_TrainableModule):
     """Token embeddings plus position embeddings (``position_ids`` default to ``0..seq_len-1``)."""
 
     def __init__(self, config, params, prefix):
@@ -229,7 +245,7 @@ class CLIPTextEmbeddings(tf.Module):
         return tokens + positions
 
 
-class CLIPVisionEmbeddings(tf.Module):
+class CLIPVisionEmbeddings(_TrainableModule):
     """Bias-free patch convolution, class token prepended, position embeddings (resized for other grid sizes)."""
 
     def __init__(self, config, params, prefix):
@@ -255,7 +271,7 @@ class CLIPVisionEmbeddings(tf.Module):
         return tf.concat([class_token, patches], axis=1) + positions[None]
 
 
-class CLIPTextTransformer(tf.Module):
+class CLIPTextTransformer(_TrainableModule):
     """Text tower: embeddings, causal encoder, ``final_layer_norm``, pooled at the end-of-text token."""
 
     def __init__(self, config, params, prefix="text_model"):
@@ -281,7 +297,7 @@ class CLIPTextTransformer(tf.Module):
                                           hidden_states=states, attentions=attentions)
 
 
-class CLIPVisionTransformer(tf.Module):
+class CLIPVisionTransformer(_TrainableModule):
     """Vision tower: patch embeddings, ``pre_layrnorm``, encoder, ``post_layernorm`` on the class token."""
 
     def __init__(self, config, params, prefix="vision_model"):

@@ -68,14 +68,56 @@ class _Compiled:
 
 
 class _CompiledCache:
-    """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track."""
+    """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track
+    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile`, whose own variables are not the model's)."""
 
     def __init__(self):
         self.functions: dict = {}
+        self.keras = None
+
+
+def _in_replica_context() -> bool:
+    """Inside ``strategy.run`` of a ``tf.distribute`` strategy: each replica runs on its own device, where a
+    function compiled for the first one cannot read the variables (XLA pins them to their device)."""
+    return tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None
+
+
+class _TrainableModule(tf.Module):
+    """A ``tf.Module`` with Keras' ``trainable`` switch: ``module.trainable = False`` takes its variables out of
+    ``trainable_variables`` (its own and every enclosing module's), as freezing a Keras layer does; the variables
+    themselves are unchanged (``tf.Variable.trainable`` is fixed at creation)."""
+
+    _trainable = True
+
+    @property
+    def trainable(self) -> bool:
+        """Whether this module's variables train (unless a module inside it is frozen)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"trainable must be True or False, got {value!r}")
+        self._trainable = value
+
+    @property
+    def trainable_variables(self):
+        """The variables that train: none when this module is frozen, else all but those of frozen submodules."""
+        if not self._trainable:
+            return ()
+        frozen = {id(v) for m in self.submodules if isinstance(m, _TrainableModule) and not m._trainable
+                  for v in m.variables}
+        return tuple(v for v in self.variables if v.trainable and id(v) not in frozen)
+
+    @property
+    def non_trainable_variables(self):
+        """The variables that do not train."""
+        keep = {id(v) for v in self.trainable_variables}
+        return tuple(v for v in self.variables if id(v) not in keep)
 
 
 # ---------------------------------------------------------------------------------------------- the base class
-class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
+class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
 
     ``TFCLIPModel(config, seed=None, dtype=None)`` builds a model with random weights following transformers'
@@ -155,9 +197,55 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of parameters (optionally only trainable ones, or without the embedding tables)."""
+        trainable = {id(v) for v in self.trainable_variables}
         return sum(int(np.prod(v.shape)) for name, v in self.params.items()
-                   if (v.trainable or not only_trainable)
+                   if (id(v) in trainable or not only_trainable)
                    and not (exclude_embeddings and self.table[name].kind == "embedding"))
+
+    # ------------------------------------------------------------------ training
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute every encoder layer's activations for the gradient instead of keeping them
+        (``tf.recompute_grad``; less memory, one more forward per layer). The gradients are the plain model's."""
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Keep the activations again (the default)."""
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether gradient checkpointing is on."""
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.submodules)
+
+    def _set_gradient_checkpointing(self, enable: bool) -> None:
+        for module in self.submodules:
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = enable
+        self._compiled.functions.clear()  # traced with the other setting
+
+    def compile(self, optimizer="adamw", loss=None, **kwargs) -> None:
+        """Keras 3 ``compile``: ``fit`` / ``evaluate`` then train on the model's own contrastive loss (no ``loss``
+        may be given), through :class:`clip_tf.keras.KerasCLIPModel` (``TFCLIPModel`` only)."""
+        if self.arch != "clip":
+            raise TypeError(f"compile()/fit() train a TFCLIPModel on its contrastive loss; {type(self).__name__} "
+                            "has none here: wrap it in your own keras.Model")
+        from clip_tf.keras import KerasCLIPModel
+        if self._compiled.keras is None:
+            self._compiled.keras = KerasCLIPModel(self)
+        self._compiled.keras.compile(optimizer=optimizer, loss=loss, **kwargs)
+
+    def _compiled_keras(self):
+        if self._compiled.keras is None:
+            raise ValueError(f"call {type(self).__name__}.compile(optimizer=...) before fit() or evaluate()")
+        return self._compiled.keras
+
+    def fit(self, *args, **kwargs):
+        """Keras 3 ``fit`` on the model's contrastive loss (after :meth:`compile`); returns Keras' History."""
+        return self._compiled_keras().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        """Keras 3 ``evaluate``: the mean contrastive loss (after :meth:`compile`)."""
+        return self._compiled_keras().evaluate(*args, **kwargs)
 
     # -------------------------------------------------------------------------------- dispatch
     def _dispatch(self, method, args, kwargs, trim=None):
@@ -179,7 +267,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, tf.Module):
                        self.text_config.eos_token_id)
             names = ("input_ids", "attention_mask", "position_ids")
             tensors.update((name, value) for name, value in zip(names, cut) if value is not None)
-        if eager and self.jit_compile:
+        if eager and self.jit_compile and not _in_replica_context():
             key = (method.__name__, tuple(sorted(arguments.items())),
                    tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
             compiled = self._compiled.functions.get(key)
