@@ -13,6 +13,9 @@ Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--ra
   including model loading.
 
 Ratios: embed / model-only (target >= 0.9), embed / clip-retrieval-style (>= 1.5), ray / local (>= 0.8).
+
+``--retrieval N [--dim D]`` instead measures :func:`clip_core.tasks.retrieval_metrics` over N images x N captions in a
+fresh subprocess: its peak resident memory (target: within 2 GiB at N = 100k) and its time.
 """
 
 from __future__ import annotations
@@ -82,8 +85,10 @@ def _clip_retrieval_style(folder: Path, paths, batch: int, workers: int):
     return run
 
 
-def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, workers: int | None = None):
-    """Rows of images/second per candidate and the ratios; see the module docstring."""
+def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, workers: int | None = None,
+        ray_only: bool = False):
+    """Rows of images/second per candidate and the ratios; see the module docstring (``ray_only``: only the Ray
+    and local engines)."""
     import torch
 
     from clip_core import CLIPImageProcessor
@@ -115,12 +120,13 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
                          model=model)
             outputs["triclip-embed"] = read_embeddings(out)["embedding"]
 
-        candidates = {"model-only": model_only, "triclip-embed": triclip_embed}
-        try:
-            loop = _clip_retrieval_style(tmp / "model", paths, batch, workers)
-            candidates["clip-retrieval-style"] = lambda: outputs.__setitem__("clip-retrieval-style", loop())
-        except ImportError:
-            pass
+        candidates = {} if ray_only else {"model-only": model_only, "triclip-embed": triclip_embed}
+        if not ray_only:
+            try:
+                loop = _clip_retrieval_style(tmp / "model", paths, batch, workers)
+                candidates["clip-retrieval-style"] = lambda: outputs.__setitem__("clip-retrieval-style", loop())
+            except ImportError:  # no transformers: that comparison is left out
+                pass
         if ray:
             import ray as ray_module
 
@@ -153,12 +159,13 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
         rows = [{"name": name, "images": count, "batch": batch, "median_s": statistics.median(t),
                  "images_per_s": count / statistics.median(t)} for name, t in times.items()]
         rate = {r["name"]: r["images_per_s"] for r in rows}
-        ratios = {"embed / model-only": rate["triclip-embed"] / rate["model-only"]}
+        ratios = {"embed / model-only": rate["triclip-embed"] / rate["model-only"]} if not ray_only else {}
         if "clip-retrieval-style" in rate:
             ratios["embed / clip-retrieval-style"] = rate["triclip-embed"] / rate["clip-retrieval-style"]
         if ray:
             ratios["ray / local (one machine)"] = rate["ray-engine+load"] / rate["local-engine+load"]
-        diffs = {name: float(np.abs(out - outputs["model-only"]).max()) for name, out in outputs.items()}
+        reference = outputs.get("model-only", outputs.get("ray"))
+        diffs = {name: float(np.abs(out - reference).max()) for name, out in outputs.items()}
         rows.append({"name": "ratios", **ratios, "max_abs_diff_vs_model_only": diffs, "cpus": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(), "workers": workers})
         return rows
@@ -170,6 +177,35 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_RETRIEVAL = """
+import resource, sys, time
+import numpy as np
+from clip_core.tasks import retrieval_metrics
+n, dim = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+img = rng.standard_normal((n, dim), dtype=np.float32)
+txt = img + 2 * rng.standard_normal((n, dim), dtype=np.float32)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+m = retrieval_metrics(img, txt, np.arange(n))
+print(json.dumps({"n": n, "dim": dim, "seconds": time.perf_counter() - start,
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+                  "rss_before_gib": base / 2 ** 20, "text_to_image_R@10": m["text_to_image_R@10"]}))
+"""
+
+
+def retrieval_memory(n: int = 100_000, dim: int = 512) -> dict:
+    """Peak resident memory (GiB, the whole process: Python, numpy and the inputs included) and seconds of
+    ``retrieval_metrics`` on ``n`` x ``n`` random pairs, in a fresh subprocess."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", "import json\n" + _RETRIEVAL, str(n), str(dim)], check=True,
+                         capture_output=True, text=True, cwd=root)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=64, help="JPEG files (default 64)")
@@ -177,9 +213,16 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="preprocessing threads / DataLoader workers")
     parser.add_argument("--ray", action="store_true", help="also time the Ray engine on this machine")
+    parser.add_argument("--ray-only", action="store_true", help="time only the Ray and local engines")
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
+    parser.add_argument("--retrieval", type=int, default=None, metavar="N",
+                        help="measure retrieval_metrics' memory on N x N pairs instead")
+    parser.add_argument("--dim", type=int, default=512, help="embedding size for --retrieval (default 512)")
     args = parser.parse_args(argv)
-    rows = run(args.count, args.batch, args.repeats, args.ray, args.workers)
+    if args.retrieval:
+        print(json.dumps(retrieval_memory(args.retrieval, args.dim)))
+        return
+    rows = run(args.count, args.batch, args.repeats, args.ray or args.ray_only, args.workers, args.ray_only)
     for row in rows:
         print(json.dumps(row))
     if args.json:

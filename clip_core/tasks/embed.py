@@ -112,10 +112,10 @@ def embed_items(embedder: Embedder, ids, items, workers: int = 2, prefetch: int 
         starts = iter(range(0, len(items), size))
         pending = collections.deque()
 
-        def submit():
-            for b in starts:
+        def submit():  # queue the next batch's preprocessing, if any is left
+            b = next(starts, None)
+            if b is not None:
                 pending.append((b, pool.submit(embedder.prepare, ids[b:b + size], items[b:b + size])))
-                return
 
         for _ in range(prefetch):
             submit()
