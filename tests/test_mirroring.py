@@ -28,8 +28,13 @@ SKELETONS = {
     ],
     "pretrained.py": ["CLIPPreTrainedModel"],
 }
-# What one framework needs and the others do not (Flax keeps params outside modules: one top-level module class).
-FRAMEWORK_ONLY = {"pt": set(), "tf": set(), "flax": {"CLIPModule"}}
+# Public names one framework needs in a file and the others do not, by file and backend: Flax keeps params outside
+# modules (one top-level module class); training on Keras needs its own AdamW (torch's update: Keras' own adds
+# epsilon elsewhere) and a schedule class, optax a schedule function, torch.optim neither.
+FRAMEWORK_ONLY = {
+    "pretrained.py": {"flax": {"CLIPModule"}},
+    "training.py": {"tf": {"CosineSchedule", "AdamW"}, "flax": {"schedule"}},
+}
 # Files one framework has and the others cannot (Keras' fit support is TensorFlow's alone); every other file of a
 # backend exists in all three.
 FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": {"keras.py"}, "flax": set()}
@@ -69,7 +74,8 @@ def _top_level_names(backend: str, file: str) -> list[str]:
 
 
 def _public(backend: str, file: str) -> list[str]:
-    return [n for n in _top_level_names(backend, file) if not n.startswith("_") and n not in FRAMEWORK_ONLY[backend]]
+    own = FRAMEWORK_ONLY.get(file, {}).get(backend, set())
+    return [n for n in _top_level_names(backend, file) if not n.startswith("_") and n not in own]
 
 
 def test_same_files_in_every_backend():

@@ -205,14 +205,14 @@ def test_safetensors_are_mapped_copy_on_write_and_saving_over_them_is_safe(tmp_p
     save_checkpoint(tmp_path / "ckpt", config, init_state(config, "clip", seed=0))
     path = tmp_path / "ckpt" / "model.safetensors"
     before = path.read_bytes()
-    state = read_safetensors(path)
+    state = read_safetensors(path, mmap=True)  # the opt-in mapping (the default reads into owned memory)
     name = "text_model.embeddings.token_embedding.weight"
     array = state[name]
     assert not array.flags.owndata and array.flags.writeable and array.flags.c_contiguous
     original = array[0].copy()
     array[0] += 1  # changes this process's copy only
     assert path.read_bytes() == before
-    _, mapped = load_checkpoint(tmp_path / "ckpt")
+    _, mapped = load_checkpoint(tmp_path / "ckpt", mmap=True)
     np.testing.assert_array_equal(mapped[name][0], original)
     other = init_state(config, "clip", seed=1)
     save_checkpoint(tmp_path / "ckpt", config, other)  # replaces the file under the mapped arrays: they stay valid
