@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from clip_core.config import CONFIG_NAME, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip_core.formats import openai
+from clip_core.formats import commit, openai
 from clip_core.formats._common import (PROGRESS_MIN_BYTES, CheckpointError, CorruptCheckpointError,  # noqa: F401
                                        UnsafeCheckpointError, UnsupportedCheckpointError, _bf16_to_float32,
                                        _is_bf16, _NoProgress, _progress, parse_size, reading)
@@ -54,7 +54,8 @@ from clip_core.formats.registry import (FAMILIES, FORMAT_FILES, FORMATS, INDEX_N
                                         READERS, SEARCH_ORDER, WEIGHT_FILE, WEIGHTS_NAMES, detect_format,
                                         from_framework_names, normalise_formats, read_sharded, read_state_file)
 from clip_core.formats.safetensors import read_safetensors, write_safetensors  # noqa: F401
-from clip_core.hub import atomic_directory, resolve_file
+from clip_core.hub import resolve_file
+from clip_core.jsonio import read_json
 from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, param_table,  # noqa: F401
                                validate_state)
 
@@ -86,17 +87,17 @@ def read_config_file(path: str | os.PathLike):
     """A ``config.json`` as the config class its ``model_type`` names (``CLIPConfig`` for ``"clip"``,
     ``CLIPTextConfig`` / ``CLIPVisionConfig`` for the towers)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+    data = read_json(path, str(path), expect=dict)  # one ValueError naming the file (deep nesting, NaN, ...)
     model_type = data.get("model_type") or ("clip" if "text_config" in data or "vision_config" in data else None)
     classes = {"clip": CLIPConfig, "clip_text_model": CLIPTextConfig, "clip_vision_model": CLIPVisionConfig}
     if model_type not in classes:
         raise UnsupportedCheckpointError(f"{path} describes a {model_type!r} model, not CLIP")
-    return classes[model_type].from_dict(data)
+    try:
+        return classes[model_type].from_dict(data)
+    except (ValueError, TypeError) as err:  # a bad field: say which file holds it
+        if type(err) not in (ValueError, TypeError):  # a subclass with its own fields: as it is
+            raise
+        raise type(err)(f"{path}: {err}") from None
 
 
 def config_for_arch(config, arch: str, state: Mapping[str, np.ndarray] | None = None):
@@ -165,15 +166,14 @@ def _locate(path_or_repo, fmt: str | None, hub: dict) -> _Source:
         raise TypeError(f"expected a directory, a weight file or a Hub repo id, got {type(path_or_repo).__name__}")
     local = Path(path_or_repo)
 
-    def next_to(folder: Path) -> Callable[[str], Path | None]:
-        return lambda name: (folder / name) if (folder / name).is_file() else None
-
     if local.is_file():
-        return _Source(local, detect_format(local), next_to(local.parent))
+        return _Source(local, detect_format(local), commit.resolver(local.parent))
     if local.is_dir():
+        find = commit.resolver(local)  # honours a half-applied commit: never old and new files mixed
         for name in names:
-            if (local / name).is_file():
-                return _Source(local / name, detect_format(local / name), next_to(local))
+            found = find(name)
+            if found is not None:
+                return _Source(found, detect_format(found), find)
         raise FileNotFoundError(f"no model weights in the directory {local}: looked for {', '.join(names)}")
     text = os.fspath(path_or_repo)
     parts = text.replace("\\", "/").split("/")
@@ -323,14 +323,18 @@ def _config_to_write(config, arch: str):
 
 def save_checkpoint(directory: str | os.PathLike, config, state: Mapping[str, np.ndarray], *,
                     formats: str | Sequence[str] = "safetensors", arch: str = "clip", overwrite: bool = False,
-                    max_shard_size: int | str | None = None) -> None:
-    """Write ``config.json`` and the weights in each of ``formats`` into ``directory``, atomically.
+                    max_shard_size: int | str | None = None, remove_stale: bool = True) -> None:
+    """Write ``config.json`` and the weights in each of ``formats`` into ``directory`` in one commit.
 
     Args:
         directory: created if needed. An existing non-empty directory without ``config.json`` is refused unless
-            ``overwrite``. Files are written to a temporary sibling and moved in only once all are complete, so a
-            failure leaves ``directory`` as it was. Afterwards, weight files of earlier saves that this call did
-            not write (other formats, old shards) are removed: they would not match the new ``config.json``.
+            ``overwrite``. The save is one commit (:mod:`clip_core.formats.commit`): files are written to a
+            staging folder inside ``directory`` and moved in only once all are complete, under a lock that makes
+            concurrent writers wait; a failure or a kill leaves the old checkpoint or the new one, never a mix.
+            Weight files of earlier saves that this call did not write (other formats, old shards) are removed in
+            the same commit (they would not match the new ``config.json``) unless ``remove_stale`` is false.
+            Every I/O failure (a full disk included) raises an ``OSError``
+            (:class:`~clip_core.formats.commit.CheckpointWriteError` when a library raised something else).
         config: ``CLIPConfig`` (``"clip"``, ``"image_classification"``) or the tower's config (a ``CLIPConfig``
             is reduced to the tower's).
         state: the canonical state; validated against the table first (float dtypes only; ml_dtypes bfloat16
@@ -347,15 +351,13 @@ def save_checkpoint(directory: str | os.PathLike, config, state: Mapping[str, np
     table = param_table(config, arch)
     validate_state(state, table, where="the state to save")
     max_bytes = parse_size(max_shard_size)
-    written = [CONFIG_NAME]
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
-        _config_to_write(config, arch).save_pretrained(tmp)
+    stale = (lambda name: bool(WEIGHT_FILE.match(name))) if remove_stale else (lambda name: False)
+    with commit.commit(directory, overwrite=overwrite, stale=stale) as tmp:
+        with commit.writing(tmp / CONFIG_NAME, "config"):
+            _config_to_write(config, arch).save_pretrained(tmp)
         for fmt in formats:
-            written += FAMILIES[fmt].save(tmp, state, table, arch, max_bytes)
-    for item in Path(directory).iterdir():
-        if item.name not in written and WEIGHT_FILE.match(item.name) and item.is_file():
-            with contextlib.suppress(OSError):
-                item.unlink()
+            with commit.writing(tmp / FAMILIES[fmt].weights_name, f"{fmt} weights"):
+                FAMILIES[fmt].save(tmp, state, table, arch, max_bytes)
 
 
 def cast_state(state: Mapping[str, np.ndarray], dtype: str | None) -> dict[str, np.ndarray]:

@@ -247,6 +247,8 @@ class _BaseConfig:
         try:
             return cls._from_loaded(data, path)
         except (ValueError, TypeError) as err:
+            if type(err) not in (ValueError, TypeError):  # a subclass with its own fields: as it is
+                raise
             raise type(err)(f"{path}: {err}") from None
 
     @classmethod

@@ -181,3 +181,26 @@ def test_absurd_sizes_fail_at_build_with_the_memory_they_need():
     with pytest.raises(ValueError, match="physical memory"):
         deep.check_buildable("text")
     CLIPConfig.preset("tiny").check_buildable()
+
+
+def test_checkpoint_loading_reads_config_json_safely(tmp_path):
+    """load_checkpoint (every backend's from_pretrained) reads config.json through the same safe reader."""
+    from clip_core.checkpoints import load_checkpoint
+    from tests.conftest import shared_path
+
+    fixture = shared_path("fixtures", "hf-tiny")
+    (tmp_path / "model.safetensors").write_bytes((fixture / "model.safetensors").read_bytes())
+    good = json.loads((fixture / "config.json").read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(good).replace('"layer_norm_eps": 1e-05', '"layer_norm_eps": NaN', 1))
+    with pytest.raises(ValueError, match=rf"{path}: text_config\.layer_norm_eps is NaN"):
+        load_checkpoint(tmp_path)
+    path.write_text(json.dumps(good)[:-1] + ', "extra": ' + "[" * 10**5 + "]" * 10**5 + "}")
+    with pytest.raises(ValueError, match=rf"{path} is nested too deeply"):
+        load_checkpoint(tmp_path)
+    path.write_text(json.dumps({**good, "vision_config": {**good["vision_config"], "hidden_act": None}}))
+    with pytest.raises(ValueError, match=rf"{path}: CLIPVisionConfig\.hidden_act must be one of"):
+        load_checkpoint(tmp_path)
+    path.write_text(json.dumps(good))
+    config, state = load_checkpoint(tmp_path)
+    assert config.text_config.eos_token_id == 999 and len(state) > 0
