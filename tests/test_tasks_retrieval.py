@@ -140,3 +140,16 @@ def test_eval_retrieval_cli(tmp_path, capsys):
         assert got["n_images"] == 6 and got["n_texts"] == len(rows)
         for key, value in expected.items():
             assert got[key] == pytest.approx(value, abs=1e-12), (backend, key)
+
+
+def test_task_modules_import_no_framework():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys, clip_core.tasks.embed, clip_core.tasks.index, clip_core.tasks.ray_engine, "
+            "clip_core.tasks.zeroshot, clip_core.tasks.similarity_map, clip_core.tasks.evaluate, clip_core.cli; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'ray', 'faiss', 'pyarrow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
