@@ -41,12 +41,15 @@ class PretrainedMixin:
 
     @classmethod
     def check_config(cls, config: Any):
-        """Return ``config`` if it is the config class this model is built from; raise ``TypeError`` otherwise."""
+        """``config`` as the config class this model is built from (ours, a dict of its arguments, or
+        transformers' config object of the same ``model_type``: ``coerce``), checked for a model build (fields
+        that must agree, parameters that fit in memory: ``check_buildable``); ``TypeError`` for another kind."""
         expected = CONFIG_CLASSES[cls.arch]
-        if isinstance(config, dict):
-            return expected.from_dict(config)
-        if not isinstance(config, expected):
-            raise TypeError(f"{cls.__name__} expects a {expected.__name__}, got {type(config).__name__}")
+        try:
+            config = expected.coerce(config)
+        except TypeError as err:
+            raise TypeError(f"{cls.__name__}: {err}") from None
+        config.check_buildable(cls.arch)
         return config
 
     @classmethod

@@ -173,3 +173,65 @@ def test_transformers_config_with_dtype_and_wrong_kind():
         CLIPConfig.coerce(transformers.BertConfig())
     ours = CLIPConfig(text_config=transformers.CLIPTextConfig(**TEXT), vision_config=transformers.CLIPVisionConfig())
     assert ours.text_config.vocab_size == 64 and isinstance(ours.vision_config, CLIPVisionConfig)
+
+
+# ---------------------------------------------------------------------------------------------- at model build
+def test_models_accept_transformers_configs_and_check_coupled_fields_at_build():
+    torch = pytest.importorskip("torch")
+    from clip_pt import CLIPModel, CLIPTextModel
+
+    theirs = _tiny(transformers.CLIPConfig)
+    model = CLIPModel(theirs, seed=0)
+    assert type(model.config) is CLIPConfig and model.config == CLIPConfig.coerce(theirs)
+    assert model.text_model.embeddings.token_embedding.weight.shape == torch.Size([64, 16])
+    with pytest.raises(TypeError, match=r"CLIPModel: expected a CLIPConfig .*got a .*CLIPTextConfig"):
+        CLIPModel(transformers.CLIPTextConfig())
+    # heads that do not divide the width: both libraries accept the config and refuse the model, with ValueError
+    ours, hf = CLIPTextConfig(**TEXT), transformers.CLIPTextConfig(**TEXT)
+    ours.hidden_size = hf.hidden_size = 15
+    with pytest.raises(ValueError):
+        transformers.CLIPTextModel(hf)
+    with pytest.raises(ValueError, match=r"hidden_size \(15\) must be divisible by num_attention_heads \(2\)"):
+        CLIPTextModel(ours)
+    ours.num_attention_heads = 3  # the second edit makes it whole
+    assert CLIPTextModel(ours, seed=0).config.hidden_size == 15
+
+
+def test_absurd_config_fails_at_model_build_before_allocating():
+    pytest.importorskip("torch")
+    from clip_pt import CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=2**30, num_attention_heads=1)
+    with pytest.raises(ValueError, match=r"'vision' model .* would need [\d,.]+ TB .* physical memory"):
+        CLIPVisionModel(config)
+
+
+def test_num_labels_set_after_construction_survives_save_and_reload(tmp_path):
+    pytest.importorskip("torch")
+    from clip_pt import CLIPForImageClassification
+
+    config = _tiny(CLIPConfig)
+    config.num_labels = 3
+    config.id2label = {0: "cat", 1: "dog", 2: "bird"}
+    config.label2id = {"cat": 0, "dog": 1, "bird": 2}
+    config.problem_type = "single_label_classification"
+    model = CLIPForImageClassification(config, seed=1)
+    model.save_pretrained(tmp_path)
+    again = CLIPForImageClassification.from_pretrained(tmp_path)
+    theirs = transformers.CLIPForImageClassification.from_pretrained(tmp_path)
+    assert again.classifier.weight.shape == theirs.classifier.weight.shape == (3, 16)
+    assert again.config.id2label == theirs.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
+    assert again.config.problem_type == theirs.config.problem_type == "single_label_classification"
+
+
+@pytest.mark.slow
+def test_tf_and_flax_models_accept_transformers_configs():
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("flax")
+    from clip_flax import FlaxCLIPVisionModel
+    from clip_tf import TFCLIPTextModel
+
+    assert type(TFCLIPTextModel(transformers.CLIPTextConfig(**TEXT), seed=0).config) is CLIPTextConfig
+    assert type(FlaxCLIPVisionModel(transformers.CLIPVisionConfig(**VISION), seed=0).config) is CLIPVisionConfig
+    with pytest.raises(TypeError, match="TFCLIPTextModel: expected a CLIPTextConfig"):
+        TFCLIPTextModel(transformers.CLIPVisionConfig())

@@ -112,12 +112,14 @@ def test_bad_text_config(kwargs, culprit):
 
 def test_coupled_checks_wait_for_the_model_build():
     # as in transformers, fields that must agree can be set one after the other; a model build checks them
+    from clip_pt import CLIPTextModel, CLIPVisionModel
+
     text = CLIPTextConfig(hidden_size=30, num_attention_heads=4)
     with pytest.raises(ValueError, match="num_attention_heads"):
-        text.check_buildable()
+        CLIPTextModel(text)
     vision = CLIPVisionConfig(image_size=30, patch_size=8)
     with pytest.raises(ValueError, match="patch_size"):
-        vision.check_buildable()
+        CLIPVisionModel(vision)
 
 
 def test_bad_vision_and_full_configs(tmp_path):
