@@ -67,8 +67,11 @@ def pool_text(last_hidden_state, input_ids, eos_token_id: int):
 
 def take_rows(x, index, dim: int = 1):
     """``x`` at position ``index[b]`` of axis ``dim`` in each batch row ``b``, that axis kept (of size 1); ``x`` may
-    have a batch of 1 (an attention bias shared by the batch)."""
-    return torch.take_along_dim(x, index.reshape(-1, *(1,) * (x.dim() - 1)), dim=dim)
+    have a batch of 1 (an attention bias shared by the batch). A ``gather`` over explicitly expanded shapes, so
+    ``torch.export`` keeps the batch and length symbolic (``take_along_dim``'s broadcasting specialised both)."""
+    x = x.expand(index.shape[0], *x.shape[1:])
+    shape = (*x.shape[:dim], 1, *x.shape[dim + 1:])
+    return torch.gather(x, dim, index.reshape(-1, *(1,) * (x.dim() - 1)).expand(shape))
 
 
 def trim_text(input_ids, attention_mask, position_ids, eos_token_id: int):

@@ -47,7 +47,8 @@ def attention_bias(attention_mask, seq_len, causal: bool, dtype=tf.float32):
         positions = tf.range(seq_len)
         allowed = (positions[:, None] >= positions[None, :])[None, None]
     if attention_mask is not None:
-        padding = tf.cast(attention_mask, tf.bool)[:, None, None, :]
+        # expand_dims, not [:, None, None, :]: LiteRT has no strided slice adding axes to a boolean tensor
+        padding = tf.expand_dims(tf.expand_dims(tf.cast(attention_mask, tf.bool), 1), 1)
         allowed = padding if allowed is None else tf.logical_and(allowed, padding)
     if allowed is None:
         return None

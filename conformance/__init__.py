@@ -9,7 +9,8 @@ Use it from your own tests::
 or from the shell: ``triclip conformance`` / ``python -m conformance``.
 
 Modules: :mod:`conformance.forward` (forward parity: every output of every backend pair, and the fixtures' expected
-outputs). Its names are re-exported here.
+outputs), :mod:`conformance.artifacts` (exported artifacts in their own runtimes against the source model). Their
+names are re-exported here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from conformance.forward import (BACKENDS, DEFAULT_BACKENDS, FIXTURE_KEYS, REDUCED_COSINE,  # noqa: F401
                                  REDUCED_OUTPUTS, REDUCED_TOLERANCE, RUNNERS, TOLERANCES, Report, Row,
                                  available_backends, make_inputs, run_conformance)
+from conformance.artifacts import ArtifactReport, run_artifact_conformance  # noqa: F401  (exported artifacts)
 
 __all__ = ["run_conformance", "Report", "Row", "make_inputs", "available_backends", "TOLERANCES", "BACKENDS",
-           "DEFAULT_BACKENDS", "REDUCED_TOLERANCE", "REDUCED_COSINE"]
+           "DEFAULT_BACKENDS", "REDUCED_TOLERANCE", "REDUCED_COSINE", "run_artifact_conformance", "ArtifactReport"]

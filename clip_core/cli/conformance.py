@@ -20,6 +20,8 @@ def register(sub) -> None:
     conf.add_argument("--backends", default="pt,tf,flax", help="comma-separated: pt, tf, flax, hf (default pt,tf,flax)")
     conf.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     conf.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    conf.add_argument("--artifact", type=Path, metavar="OUT", help="an export folder (triclip export): run every "
+                      "artifact in its own runtime against the source model (with --checkpoint: recomputed from it)")
     add_debug(conf)
 
 
@@ -27,6 +29,12 @@ def run(args) -> int:
     from clip_core.config import CLIPConfig
     from conformance import run_conformance
 
+    if args.artifact is not None:
+        from conformance.artifacts import run_artifact_conformance
+
+        report = run_artifact_conformance(args.artifact, checkpoint=args.checkpoint)
+        print(report.table())
+        return 0 if report.ok else EXIT_FAILED
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     kwargs = dict(backends=backends, dtype=args.dtype, seed=args.seed)
     if args.config is not None:
