@@ -331,7 +331,9 @@ def test_live_against_transformers_pytorch(live, tmp_path):
     assert_close(out.image_embeds, ref.image_embeds, EMBED_TOL, "image_embeds")
     assert_close(out.attentions[-1], ref.attentions[-1], EMBED_TOL, "attentions")
 
-    classifier = FlaxCLIPForImageClassification(CLIPConfig(**{**config.to_dict(), "num_labels": 3}), seed=16)
+    # to_dict() carries id2label (2 labels by default), which outranks num_labels in transformers and in ours
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("id2label", "label2id")}
+    classifier = FlaxCLIPForImageClassification(CLIPConfig(**settings, num_labels=3), seed=16)
     classifier.params = _perturbed(classifier.params, 17)
     classifier.save_pretrained(tmp_path / "classifier")
     theirs = tr.CLIPForImageClassification.from_pretrained(tmp_path / "classifier").eval()
