@@ -29,9 +29,7 @@ Every name this module offered before the formats moved to :mod:`clip_core.forma
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -54,6 +52,7 @@ from clip_core.formats.registry import (FAMILIES, FORMAT_FILES, FORMATS, INDEX_N
                                         READERS, SEARCH_ORDER, WEIGHT_FILE, WEIGHTS_NAMES, detect_format,
                                         from_framework_names, normalise_formats, read_sharded, read_state_file)
 from clip_core.formats.safetensors import read_safetensors, write_safetensors  # noqa: F401
+from clip_core.formats.sharding import read_hparams_json
 from clip_core.hub import resolve_file
 from clip_core.jsonio import read_json
 from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, param_table,  # noqa: F401
@@ -166,7 +165,7 @@ def _locate(path_or_repo, fmt: str | None, hub: dict) -> _Source:
         raise TypeError(f"expected a directory, a weight file or a Hub repo id, got {type(path_or_repo).__name__}")
     local = Path(path_or_repo)
 
-    if local.is_file():
+    if local.exists() and not local.is_dir():  # a file, or a FIFO / device that detect_format names
         return _Source(local, detect_format(local), commit.resolver(local.parent))
     if local.is_dir():
         find = commit.resolver(local)  # honours a half-applied commit: never old and new files mixed
@@ -202,7 +201,7 @@ def _read_source(source: _Source, mmap: bool = False) -> tuple[dict[str, np.ndar
     if not openai.looks_like_openai(raw):
         return dict(raw), None
     hparams_file = source.sibling("open_clip_config.json")
-    hparams = json.loads(Path(hparams_file).read_text(encoding="utf-8")) if hparams_file else None
+    hparams = read_hparams_json(hparams_file, "open_clip hyper-parameters") if hparams_file else None
     config = openai.openai_config(raw, hparams)  # first: it explains unsupported models (ResNets) best
     return openai.convert_openai_state(raw), config
 
@@ -377,6 +376,15 @@ def cast_state(state: Mapping[str, np.ndarray], dtype: str | None) -> dict[str, 
     return {k: np.asarray(v).astype(target) for k, v in state.items()}
 
 
+def _same_folder(source, destination) -> bool:
+    """Whether ``destination`` is the folder ``source`` lives in (then its other formats stay: converting adds)."""
+    folder = Path(source) if Path(source).is_dir() else Path(source).parent
+    try:
+        return Path(destination).is_dir() and os.path.samefile(folder, destination)
+    except OSError:
+        return False
+
+
 def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike, *,
                        formats: str | Sequence[str] = "safetensors", arch: str | None = None,
                        dtype: str | None = None, hparams: Mapping[str, Any] | str | os.PathLike | None = None,
@@ -387,7 +395,8 @@ def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
     ``hparams`` (OpenAI / open_clip sources only) supplies what shapes cannot tell, such as the head counts (see
     :func:`clip_core.formats.openai.read_openai`). ``dtype`` casts the weights. With ``verify`` (default), every written
     format is read back and compared bit-exactly with what was meant to be written (bfloat16 read back as float32
-    is compared after widening); a difference raises ``ValueError`` naming the tensor and the format.
+    is compared after widening); a difference raises ``ValueError`` naming the tensor and the format. Converting
+    into the source's own folder adds formats: the files already there are never removed.
     """
     formats = normalise_formats(formats)
     if hparams is not None:
@@ -399,7 +408,7 @@ def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
         config, state = load_checkpoint(source, arch=arch, **hub_kwargs)
     state = cast_state(state, dtype)
     save_checkpoint(destination, config, state, formats=formats, arch=arch, overwrite=overwrite,
-                    max_shard_size=max_shard_size)
+                    max_shard_size=max_shard_size, remove_stale=not _same_folder(source, destination))
     if verify:
         for fmt in formats:
             _, again = load_checkpoint(destination, arch=arch, format=fmt)

@@ -509,10 +509,10 @@ def test_overwrite_refusal_and_atomic_writes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(keras_h5, "write_tf_h5", broken)
     other = init_state(config, seed=9)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):  # any write failure is an OSError naming its cause
         save_checkpoint(existing, config, other, formats=["safetensors", "tf"])
     assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "fresh", config, other, formats=["flax", "tf"])
     assert not (tmp_path / "fresh").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "precious"]  # no temporary left behind

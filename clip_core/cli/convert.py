@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,9 @@ def run(args) -> int:
                                         overwrite=args.overwrite)
     n_params = sum(int(np.prod(np.shape(v))) for v in state.values())
     written = sorted(p.name for p in Path(args.dst).iterdir())
-    print(f"converted {args.src} -> {args.dst}: {arch} model, {n_params:,} parameters; wrote "
-          f"{', '.join(written)} (read back and verified)")
+    try:
+        print(f"converted {args.src} -> {args.dst}: {arch} model, {n_params:,} parameters; wrote "
+              f"{', '.join(written)} (read back and verified)", flush=True)
+    except BrokenPipeError:  # `triclip convert ... | head -c0`: the conversion itself succeeded
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
     return 0

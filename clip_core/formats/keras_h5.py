@@ -203,7 +203,9 @@ def write_tf_h5(path: str | os.PathLike, state: Mapping[str, np.ndarray], table:
     total = sum(np.asarray(state[name]).nbytes for name in table)
     bar = _progress(total, f"writing {Path(path).name}")
     try:
-        with h5py.File(path, "w") as archive:
+        # h5py writes through a Python file: a full disk is an OSError here, where HDF5's own writer fails in
+        # odd ways (RuntimeError from its metadata flush, or worse)
+        with open(path, "wb") as handle, h5py.File(handle, "w") as archive:
             _h5_write_names(archive, "layer_names", [TF_MAIN_LAYER])
             archive.attrs["backend"] = "tensorflow"
             archive.attrs["keras_version"] = KERAS_VERSION

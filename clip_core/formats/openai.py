@@ -13,7 +13,6 @@ family readers (:mod:`clip_core.formats.pytorch`, :mod:`clip_core.formats.safete
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from clip_core.config import CLIPConfig
 from clip_core.formats._common import UnsupportedCheckpointError, unwrap_state_dict
 from clip_core.formats.registry import read_state_file
+from clip_core.formats.sharding import read_hparams_json
 from clip_core.weights import StateMismatchError, param_table, validate_state
 
 #: Keys whose presence marks an OpenAI / open_clip state dict (after a ``module.`` prefix is removed).
@@ -236,9 +236,9 @@ def read_openai(path: str | os.PathLike, *, hparams: Mapping[str, Any] | str | o
     if not looks_like_openai(raw):
         raise UnsupportedCheckpointError(f"{path} does not hold an OpenAI / open_clip CLIP state dict")
     if isinstance(hparams, (str, os.PathLike)):
-        hparams = json.loads(Path(hparams).read_text(encoding="utf-8"))
+        hparams = read_hparams_json(hparams, "hyper-parameters")
     elif hparams is None and (path.parent / "open_clip_config.json").is_file():
-        hparams = json.loads((path.parent / "open_clip_config.json").read_text(encoding="utf-8"))
+        hparams = read_hparams_json(path.parent / "open_clip_config.json", "open_clip hyper-parameters")
     config = openai_config(raw, hparams, hidden_act)
     state = convert_openai_state(raw)
     validate_state(state, param_table(config, "clip"), where=str(path))

@@ -99,7 +99,31 @@ def write_pytorch(path: str | os.PathLike, state: Mapping[str, np.ndarray]) -> N
                 tensors[name] = torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
             else:
                 tensors[name] = torch.from_numpy(array)
-    torch.save(tensors, str(path))
+    with open(path, "wb") as handle:
+        recorder = _RecordingWriter(handle)
+        try:
+            torch.save(tensors, recorder)
+        except RuntimeError:
+            if recorder.error is not None:  # torch's writer hides the OSError (a full disk) behind its own message
+                raise recorder.error from None
+            raise
+
+
+class _RecordingWriter:
+    """A write-only file for ``torch.save`` that keeps the ``OSError`` a write raised."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 
@@ -252,9 +276,12 @@ def _too_large(path, needed: int, budget: int) -> str:
 
 
 def _check_stored(archive: zipfile.ZipFile, path: Path) -> None:
-    """Refuse compressed entries: ``torch.save`` and ``torch.jit.save`` never compress, and a deflated storage can
-    inflate to gigabytes from a few kilobytes."""
+    """Refuse compressed entries that would be read (pickles, storages): ``torch.save`` and ``torch.jit.save``
+    never compress them, and a deflated storage can inflate to gigabytes from a few kilobytes."""
     for info in archive.infolist():
+        inner = info.filename.split("/", 1)[-1]
+        if inner.startswith("code/") or inner.endswith(".debug_pkl"):
+            continue  # TorchScript's source code (compressed by torch.jit.save), never read here
         if info.compress_type != zipfile.ZIP_STORED:
             raise UnsupportedCheckpointError(
                 f"refused to read {path}: its entry {info.filename} is compressed ({info.file_size:,} bytes from "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -103,11 +104,28 @@ def normalise_formats(formats: str | Sequence[str]) -> list[str]:
     return out
 
 
+_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO (named pipe)",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """Raise ``FileNotFoundError`` for a missing ``path`` and :class:`CorruptCheckpointError` for one that is not a
+    regular file (a FIFO would block its reader forever, ``/dev/zero`` never ends), naming what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise CorruptCheckpointError(f"{path} is {kind}, not a regular file: a checkpoint file must be one")
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """The format of a weight file from its first bytes (its name when they say nothing):
     ``"safetensors"``, ``"safetensors_index"``, ``"pytorch"``, ``"pytorch_index"``, ``"tf"`` or ``"flax"``."""
     path = Path(path)
     name = path.name
+    check_regular(path)
     if name.endswith(".index.json"):
         return "safetensors_index" if ".safetensors" in name else "pytorch_index"
     with open(path, "rb") as handle:
@@ -150,10 +168,9 @@ def read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     ``flax_model.msgpack``; as stored for safetensors and PyTorch files (which may be OpenAI's names).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; pass it to load_checkpoint")
+    check_regular(path)
     fmt = detect_format(path)
     if fmt.endswith("_index"):
         return read_sharded(path)
@@ -182,5 +199,5 @@ def from_framework_names(state: Mapping[str, np.ndarray], path) -> dict[str, np.
 
 
 __all__ = ["FAMILIES", "Family", "READERS", "WEIGHTS_NAMES", "FORMATS", "INDEX_NAMES", "OPEN_CLIP_NAMES",
-           "SEARCH_ORDER", "FORMAT_FILES", "FORMAT_ALIASES", "normalise_formats", "detect_format", "read_sharded",
+           "SEARCH_ORDER", "FORMAT_FILES", "FORMAT_ALIASES", "normalise_formats", "detect_format", "check_regular", "read_sharded",
            "read_state_file", "from_framework_names"]

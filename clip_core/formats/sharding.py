@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from clip_core.formats._common import CorruptCheckpointError, _progress, reading
+from clip_core.formats._common import CorruptCheckpointError, _progress
 
 
 def plan_shards(state: Mapping[str, np.ndarray], names: Sequence[str], max_bytes: int | None) -> list[list[str]]:
@@ -59,16 +59,28 @@ def write_sharded(directory: Path, weights_name: str, index_name: str,
     return files + [index_name]
 
 
+def read_hparams_json(path: str | os.PathLike, what: str) -> dict:
+    """A small JSON object from a checkpoint folder (a shard index, ``open_clip_config.json``, ``--hparams``):
+    checked to be a regular file first (a FIFO would block), every failure an error naming the file."""
+    from clip_core.formats.registry import check_regular
+    from clip_core.jsonio import JSONFileError, read_json
+
+    check_regular(path)
+    try:
+        return read_json(path, f"{path} ({what})", expect=dict)
+    except JSONFileError as err:
+        raise CorruptCheckpointError(str(err)) from None
+
+
 def shard_files(index_path: str | os.PathLike, sibling: Callable[[str], Path | None] | None = None) -> list[Path]:
     """The shard files an ``*.index.json`` names, in order, each found by ``sibling(name)`` (default: next to the
     index). A name that is not a plain file name raises :class:`CorruptCheckpointError`; a missing shard
     ``FileNotFoundError``."""
     index_path = Path(index_path)
-    sibling = sibling or (lambda n: (index_path.parent / n) if (index_path.parent / n).is_file() else None)
-    with reading(index_path, "sharded checkpoint index"):
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise ValueError("'weight_map' must map tensor names to file names")
+    sibling = sibling or (lambda n: (index_path.parent / n) if (index_path.parent / n).exists() else None)
+    weight_map = read_hparams_json(index_path, "sharded checkpoint index").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpointError(f"{index_path}: its 'weight_map' must map tensor names to shard file names")
     paths = []
     for shard in dict.fromkeys(weight_map.values()):
         if "/" in shard or "\\" in shard or shard in ("", ".", ".."):
