@@ -21,7 +21,7 @@ from clip_core.cli._common import EXIT_ERROR, EXIT_FAILED  # noqa: F401  (re-exp
 # Subcommand -> module of this package (a module name may not shadow a stdlib one, hence ``eval_``).
 COMMANDS = {"conformance": "conformance", "convert": "convert", "bench": "bench", "embed": "embed", "index": "index",
             "search": "search", "eval": "eval_",
-            "export": "export"}
+            "export": "export", "finetune": "finetune"}
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict]:
