@@ -82,7 +82,7 @@ def check_dtype(dtype, formats: Iterable[str] = ()) -> str:
     return name
 
 
-def tower_configs(config) -> tuple:
+def _towers(config) -> tuple:
     """``(text_config, vision_config)`` of a CLIPConfig."""
     return config.text_config, config.vision_config
 
@@ -97,7 +97,7 @@ def tensor_spec(name: str, dtype: str, shape: Sequence) -> dict:
 def function_specs(config, int_dtype: str, which: Sequence[str] = FUNCTIONS) -> dict[str, dict]:
     """The inputs and outputs of each exported function: text ids/mask of ``int_dtype`` ``[batch, length]``, NCHW
     float32 pixels ``[image_batch, C, H, W]``, float32 outputs."""
-    text, vision = tower_configs(config)
+    text, vision = _towers(config)
     ids = [tensor_spec("input_ids", int_dtype, ("batch", "length")),
            tensor_spec("attention_mask", int_dtype, ("batch", "length"))]
     pixels = [tensor_spec("pixel_values", "float32",
@@ -126,7 +126,7 @@ def artifact_record(fmt: str, path: str, function: str, spec: dict, dtype: str, 
 def reference_inputs(config, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Inputs at two batch sizes and two text lengths (the shortest case 5 tokens or fewer, the longest
     ``max_position_embeddings``), with padding in some rows; ids int64, pixels float32 NCHW."""
-    text, vision = tower_configs(config)
+    text, vision = _towers(config)
     rng = np.random.default_rng(seed)
     longest = text.max_position_embeddings
     cases = []

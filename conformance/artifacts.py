@@ -111,10 +111,8 @@ def _litert_runner(folder: Path, artifact: dict) -> Callable:
 
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_path=str(folder / artifact["path"]))
-
-    def run(feed):  # a fresh runner per call: LiteRT resizes its inputs to each call's shapes
-        return interpreter.get_signature_runner(artifact.get("signature", "serving_default"))(**feed)
-    return run
+    runner = interpreter.get_signature_runner(artifact.get("signature", "serving_default"))
+    return lambda feed: runner(**feed)  # the runner resizes its inputs to each call's shapes
 
 
 def _stablehlo_runner(folder: Path, artifact: dict) -> Callable:
