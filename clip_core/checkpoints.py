@@ -32,6 +32,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -55,8 +56,8 @@ from clip_core.formats.safetensors import read_safetensors, write_safetensors  #
 from clip_core.formats.sharding import read_hparams_json
 from clip_core.hub import resolve_file
 from clip_core.jsonio import read_json
-from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, param_table,  # noqa: F401
-                               validate_state)
+from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, nonfinite_parameters,  # noqa: F401
+                               param_table, validate_state)
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def _read_source(source: _Source, mmap: bool = False) -> tuple[dict[str, np.ndar
         return dict(raw), None
     hparams_file = source.sibling("open_clip_config.json")
     hparams = read_hparams_json(hparams_file, "open_clip hyper-parameters") if hparams_file else None
-    config = openai.openai_config(raw, hparams)  # first: it explains unsupported models (ResNets) best
+    config = openai.openai_config(raw, hparams, where=str(source.weights))  # first: it explains ResNets best
     return openai.convert_openai_state(raw), config
 
 
@@ -236,7 +237,17 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
         logger.warning("%s has no classifier: it is newly initialised", source.weights)
         state.update(_fresh_classifier(config, table, state))
     validate_state(state, table, where=str(source.weights))
-    return config, {name: state[name] for name in table}, arch
+    state = {name: state[name] for name in table}
+    bad = nonfinite_parameters(state)
+    if bad:
+        shown = ", ".join(bad[:20]) + (f", ... and {len(bad) - 20} more" if len(bad) > 20 else "")
+        warnings.warn(f"{source.weights}: {len(bad)} parameter(s) hold NaN or infinite values: {shown}; the model's "
+                      "outputs will be NaN or infinite wherever they are used", NonFiniteWeightsWarning, stacklevel=3)
+    return config, state, arch
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """A loaded checkpoint holds NaN or infinite weights (named in the message)."""
 
 
 def _config_from_dict(data: dict, arch: str | None):

@@ -141,12 +141,23 @@ class StateMismatchError(ValueError):
         lines = [f"the weights{(' in ' + where) if where else ''} do not match the model's parameters:"]
         if self.mismatched:
             lines.append(f"  {len(self.mismatched)} with the wrong shape:")
-            lines += [f"    {n}: expected {tuple(e)}, found {tuple(f)}" for n, e, f in self.mismatched]
+            lines += [f"    {n}: expected {tuple(e)}, found {tuple(f)}" for n, e, f in self.mismatched[:_SHOWN]]
+            lines += [f"    ... and {len(self.mismatched) - _SHOWN:,} more"] if len(self.mismatched) > _SHOWN else []
         if self.missing:
-            lines.append(f"  {len(self.missing)} missing: " + ", ".join(self.missing))
+            lines.append(f"  {len(self.missing)} missing: " + _names(self.missing))
         if self.unexpected:
-            lines.append(f"  {len(self.unexpected)} unexpected: " + ", ".join(self.unexpected))
+            lines.append(f"  {len(self.unexpected)} unexpected: " + _names(self.unexpected))
         super().__init__("\n".join(lines))
+
+
+#: How many names of each kind a mismatch report lists (all are kept in the exception's attributes).
+_SHOWN = 20
+
+
+def _names(names: list[str]) -> str:
+    """The first :data:`_SHOWN` names (each cut to 200 characters), then how many more."""
+    shown = ", ".join(name if len(name) <= 200 else name[:200] + "..." for name in names[:_SHOWN])
+    return shown + (f", ... and {len(names) - _SHOWN:,} more" if len(names) > _SHOWN else "")
 
 
 def validate_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], *, where: str = "",
@@ -162,6 +173,18 @@ def validate_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpe
         if not np.issubdtype(np.asarray(state[name]).dtype, np.floating) and \
                 np.asarray(state[name]).dtype.name not in ("bfloat16",):
             raise TypeError(f"parameter {name} has dtype {np.asarray(state[name]).dtype}; expected a float dtype")
+
+
+def nonfinite_parameters(state: Mapping[str, np.ndarray]) -> list[str]:
+    """The names of the parameters holding a NaN or an infinity (bfloat16 arrays included)."""
+    bad = []
+    for name, value in state.items():
+        array = np.asarray(value)
+        if array.dtype.name == "bfloat16" or array.dtype.kind != "f":
+            array = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad.append(name)
+    return bad
 
 
 # ---------------------------------------------------------------------------------------------- random init

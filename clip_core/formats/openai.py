@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -124,8 +125,13 @@ def _hparams_overrides(hparams: Mapping[str, Any] | None) -> tuple[dict[str, Any
         vision, text = dict(hparams.get("vision_cfg", {})), dict(hparams.get("text_cfg", {}))
         out = {"embed_dim": hparams.get("embed_dim")}
         if "width" in vision:
+            head_width = vision.get("head_width", 64)
+            if not isinstance(head_width, int) or isinstance(head_width, bool) or head_width < 1 or \
+                    not isinstance(vision["width"], int) or vision["width"] % head_width:
+                raise ValueError(f"the hyper-parameters' vision_cfg.head_width ({head_width!r}) must be a positive "
+                                 f"integer dividing vision_cfg.width ({vision['width']!r})")
             out["vision_width"] = vision["width"]
-            out["vision_heads"] = vision["width"] // vision.get("head_width", 64)
+            out["vision_heads"] = vision["width"] // head_width
         out.update(vision_layers=vision.get("layers"), vision_patch_size=vision.get("patch_size"),
                    image_resolution=vision.get("image_size"))
         out.update(transformer_width=text.get("width"), transformer_heads=text.get("heads", 8),
@@ -137,10 +143,14 @@ def _hparams_overrides(hparams: Mapping[str, Any] | None) -> tuple[dict[str, Any
     return hparams, act
 
 
-def _check_heads(hp: Mapping[str, Any], given: Mapping[str, Any]) -> None:
-    """Refuse head counts of 0 inferred by ``width // 64`` (a tower narrower than 64), saying how to give them."""
+def _check_heads(hp: Mapping[str, Any], given: Mapping[str, Any], where: str = "") -> None:
+    """Refuse head counts of 0 inferred by ``width // 64`` (a tower narrower than 64), saying how to give them; warn
+    which rule gave the others (no shape records a head count)."""
+    assumed = []
     for key, width, tower in (("transformer_heads", "transformer_width", "text"),
                               ("vision_heads", "vision_width", "vision")):
+        if key not in given and hp[key] >= 1:
+            assumed.append(f"{key}={hp[key]} ({tower} width {hp[width]} // 64)")
         if key not in given and hp[key] < 1:
             raise ValueError(
                 f"cannot infer the {tower} tower's attention heads: OpenAI checkpoints do not record head counts, and "
@@ -148,10 +158,21 @@ def _check_heads(hp: Mapping[str, Any], given: Mapping[str, Any]) -> None:
                 'hyper-parameters: `triclip convert SRC DST --hparams heads.json` with heads.json holding '
                 '{"transformer_heads": N, "vision_heads": M} (each dividing its tower\'s width), or '
                 "hparams={...} in Python (convert_checkpoint, read_openai)")
+    if assumed:
+        warnings.warn(f"{where or 'the OpenAI state dict'}: OpenAI checkpoints do not record attention head counts and "
+                      f"no shape decides them; assumed {' and '.join(assumed)} by OpenAI's rule. If the model was "
+                      'trained with other head counts its outputs will be wrong: pass them as hyper-parameters '
+                      '(`triclip convert SRC DST --hparams heads.json` with {"transformer_heads": N, "vision_heads": '
+                      "M}, or hparams={...} in Python), or put an open_clip_config.json next to the file",
+                      OpenAIHeadsWarning, stacklevel=3)
+
+
+class OpenAIHeadsWarning(UserWarning):
+    """The head counts of an OpenAI checkpoint were inferred by OpenAI's rule ``width // 64``."""
 
 
 def openai_config(state: Mapping[str, np.ndarray], hparams: Mapping[str, Any] | None = None,
-                  hidden_act: str | None = None) -> CLIPConfig:
+                  hidden_act: str | None = None, where: str = "") -> CLIPConfig:
     """The :class:`CLIPConfig` of an OpenAI / open_clip state dict.
 
     Sizes come from the shapes. ``hparams`` -- OpenAI's ``CLIP(...)`` arguments (as in ``openai_hparams.json``,
@@ -168,7 +189,7 @@ def openai_config(state: Mapping[str, np.ndarray], hparams: Mapping[str, Any] | 
             hp[key] = int(value)
         elif key in hp and int(value) != hp[key]:
             raise ValueError(f"the hyper-parameters say {key}={value} but the weights' shapes give {hp[key]}")
-    _check_heads(hp, overrides)
+    _check_heads(hp, overrides, where)
     act = hidden_act or act or "quick_gelu"
     text = dict(vocab_size=hp["vocab_size"], hidden_size=hp["transformer_width"],
                 intermediate_size=hp["transformer_mlp_width"], num_hidden_layers=hp["transformer_layers"],
@@ -239,7 +260,7 @@ def read_openai(path: str | os.PathLike, *, hparams: Mapping[str, Any] | str | o
         hparams = read_hparams_json(hparams, "hyper-parameters")
     elif hparams is None and (path.parent / "open_clip_config.json").is_file():
         hparams = read_hparams_json(path.parent / "open_clip_config.json", "open_clip hyper-parameters")
-    config = openai_config(raw, hparams, hidden_act)
+    config = openai_config(raw, hparams, hidden_act, str(path))
     state = convert_openai_state(raw)
     validate_state(state, param_table(config, "clip"), where=str(path))
     return config, state
