@@ -41,6 +41,7 @@ from .text.fast_path import router as _router
 from .text.files import MERGES_FILE, OPENAI_BPE_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE  # noqa: F401
 from .text.files import TOKENIZER_FILE, VOCAB_FILE  # noqa: F401
 from .text.files import resolve as _resolve_file  # noqa: F401
+from .text.fast_extras import FastExtras
 from .text.tokenizer_base import _CLIPTokenizerBase
 
 __all__ = ["CLIPTokenizer", "CLIPTokenizerFast", "bytes_to_unicode", "openai_clean"]
@@ -92,14 +93,15 @@ class CLIPTokenizer(_CLIPTokenizerBase):
         """OpenAI's cleanup and regex split of one string."""
         return SPLIT.findall(openai_clean(text))
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+    def _encode_texts(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
         encoder, unk = self.encoder, self.unk_token_id
         byte_encoder = self.byte_encoder
+        specials = () if split_special else self._specials
         out = []
         for text in texts:
             ids: list[int] = []
             for word in self._words(text):
-                if word in self._specials and word in encoder:
+                if word in specials and word in encoder:
                     ids.append(encoder[word])
                     continue
                 mapped = "".join(byte_encoder[b] for b in word.encode("utf-8"))
@@ -113,7 +115,7 @@ class CLIPTokenizer(_CLIPTokenizerBase):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class CLIPTokenizerFast(_CLIPTokenizerBase):
+class CLIPTokenizerFast(FastExtras, _CLIPTokenizerBase):
     """CLIP tokenizer backed by the Rust ``tokenizers`` library, giving OpenAI's ids for every string.
 
     Same constructor, ``from_pretrained`` and methods as :class:`CLIPTokenizer`. Unlike transformers'
@@ -147,10 +149,13 @@ class CLIPTokenizerFast(_CLIPTokenizerBase):
         # Words split in Python: byte-level BPE only; the special tokens map to their ids.
         self._word_tokenizer = Tokenizer(bpe)
         self._word_tokenizer.pre_tokenizer = byte_level
+        self._plain_word_tokenizer = Tokenizer(bpe)  # split_special_tokens: the special tokens as plain text
+        self._plain_word_tokenizer.pre_tokenizer = byte_level
         specials = [t for t in (BOS_TOKEN, EOS_TOKEN) if t in self.encoder]
         self._word_tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         self._encode_strings = getattr(self.backend_tokenizer, "encode_batch_fast", self.backend_tokenizer.encode_batch)
         self._encode_words = getattr(self._word_tokenizer, "encode_batch_fast", self._word_tokenizer.encode_batch)
+        self._encode_plain_words = self._plain_word_tokenizer.encode_batch
 
     def _words(self, text: str) -> list[str]:
         """OpenAI's cleanup and split, skipping ftfy/unescaping when they provably change nothing."""
@@ -158,7 +163,7 @@ class CLIPTokenizerFast(_CLIPTokenizerBase):
             return SPLIT.findall(finish_clean(text))
         return SPLIT.findall(openai_clean(text))
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+    def _encode_texts(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
         fast_ok = self._router.fast_ok
         whole, whole_at, split, split_at = [], [], [], []
         for i, text in enumerate(texts):
@@ -173,7 +178,8 @@ class CLIPTokenizerFast(_CLIPTokenizerBase):
             for i, encoding in zip(whole_at, self._encode_strings(whole, add_special_tokens=False)):
                 out[i] = encoding.ids
         if split:
-            encodings = self._encode_words(split, is_pretokenized=True, add_special_tokens=False)
+            encode = self._encode_plain_words if split_special else self._encode_words
+            encodings = encode(split, is_pretokenized=True, add_special_tokens=False)
             for i, encoding in zip(split_at, encodings):
                 out[i] = encoding.ids
         return out

@@ -395,7 +395,7 @@ def test_save_pretrained_round_trip_with_transformers(tok, vocab_dir, tmp_path, 
     ours = tmp_path / "ours"
     written = tok.save_pretrained(ours)
     assert {Path(p).name for p in written} == {"vocab.json", "merges.txt", "tokenizer_config.json",
-                                               "special_tokens_map.json"}
+                                               "special_tokens_map.json", "tokenizer.json"}
     assert not [p for p in ours.iterdir() if p.name.endswith(".tmp")]
     assert (ours / "merges.txt").read_text(encoding="utf-8").startswith("#version: 0.2\n")
     batch = sample[:100]
@@ -494,15 +494,20 @@ def test_bad_options_name_the_culprit(tok):
         tok.decode([320, "x"])
 
 
-def test_bad_special_tokens(vocab_dir):
-    with pytest.raises(ValueError, match="'<pad>'"):
-        CLIPTokenizer.from_pretrained(vocab_dir, pad_token="<pad>")
+def test_special_tokens_outside_the_vocabulary_and_unknown_arguments(vocab_dir):
+    # As transformers: a special token outside the vocabulary gets the next id; unknown arguments are kept.
+    transformers = pytest.importorskip("transformers")
+    quiet_transformers()
+    for ours, theirs in zip(CLASSES, (transformers.CLIPTokenizer, transformers.CLIPTokenizerFast)):
+        tok = ours.from_pretrained(vocab_dir, pad_token="<pad>", bogus=1)
+        ref = theirs.from_pretrained(vocab_dir, pad_token="<pad>", bogus=1)
+        assert (tok.pad_token_id, len(tok)) == (ref.pad_token_id, len(ref)) == (49408, 49409)
+        assert tok.init_kwargs["bogus"] == ref.init_kwargs["bogus"] == 1
+        assert tok(["a", "a cat"], padding=True)["input_ids"] == ref(["a", "a cat"], padding=True)["input_ids"]
     tok = CLIPTokenizerFast.from_pretrained(vocab_dir, pad_token=None)
     assert tok(["a", "a cat"])["input_ids"] == [[BOS, 320, EOS], [BOS, 320, 2368, EOS]]
     with pytest.raises(ValueError, match="pad_token"):
         tok(["a", "a cat"], padding=True)
-    with pytest.raises(TypeError, match="bogus"):
-        CLIPTokenizer.from_pretrained(vocab_dir, bogus=1)
 
 
 def test_missing_files_name_the_path(vocab_dir, tmp_path):

@@ -95,22 +95,32 @@ def _strategy(value: Any, name: str, when_true: str, when_off: str, allowed: tup
 
 
 def truncate_pair(
-    ids: list[int], pair_ids: list[int] | None, remove: int, strategy: str, right: bool
-) -> tuple[list[int], list[int] | None]:
-    """Remove ``remove`` ids with ``strategy`` (transformers' ``truncate_sequences``), from the right or the left."""
+    ids: list[int], pair_ids: list[int] | None, remove: int, strategy: str, right: bool, stride: int = 0
+) -> tuple[list[int], list[int] | None, list[int]]:
+    """Remove ``remove`` ids with ``strategy`` (transformers' ``truncate_sequences``), from the right or the left.
+
+    Returns (ids, pair_ids, overflowing): the removed ids plus ``stride`` ids of context before them (none for a
+    pair truncated with "longest_first", as in transformers).
+    """
 
     def cut(seq: list[int], n: int) -> list[int]:
         if n <= 0:
             return seq
         return seq[:-n] if right else seq[n:]
 
+    def overflow(seq: list[int]) -> list[int]:
+        window = min(len(seq), stride + remove)
+        return seq[-window:] if right else seq[:window]
+
+    if remove <= 0:
+        return ids, pair_ids, []
     if strategy == "only_first" or (strategy == "longest_first" and pair_ids is None):
         if len(ids) > remove:
-            return cut(ids, remove), pair_ids
+            return cut(ids, remove), pair_ids, overflow(ids)
         logger.error(
             "We need to remove %d to truncate the input but the first sequence has a length %d.", remove, len(ids)
         )
-        return ids, pair_ids
+        return ids, pair_ids, []
     if strategy == "longest_first":
         first_remove = min(abs(len(pair_ids) - len(ids)), remove)
         rest = remove - first_remove
@@ -118,16 +128,16 @@ def truncate_pair(
             from_ids, from_pair = first_remove + rest // 2, rest - rest // 2
         else:
             from_ids, from_pair = rest // 2, first_remove + rest - rest // 2
-        return cut(ids, from_ids), cut(pair_ids, from_pair)
+        return cut(ids, from_ids), cut(pair_ids, from_pair), []
     if strategy == "only_second" and pair_ids is not None:
         if len(pair_ids) > remove:
-            return ids, cut(pair_ids, remove)
+            return ids, cut(pair_ids, remove), overflow(pair_ids)
         logger.error(
             "We need to remove %d to truncate the input but the second sequence has a length %d.",
             remove,
             len(pair_ids),
         )
-    return ids, pair_ids
+    return ids, pair_ids, []
 
 
 def is_int(value: Any) -> bool:
@@ -179,29 +189,3 @@ def as_id_list(ids: Any) -> list[int]:
             raise TypeError(f"token id at index {i} must be an int, got {type(value).__name__}")
         out.append(int(value))
     return out
-
-
-def pad_rows(rows: list[list[int]], target: int | None, fill: int, left: bool, as_array: bool, batched: bool):
-    """Pad each row to ``target`` (rows already longer stay as they are); an int64 array when ``as_array``."""
-    if as_array:
-        lengths = {max(len(r), target or 0) for r in rows}  # lengths after padding
-        width = max(lengths, default=target or 0)
-        if len(lengths) > 1:
-            raise ValueError(
-                "Unable to create tensor: the sequences have different lengths "
-                f"({min(lengths)} to {max(lengths)}); activate padding (padding=True or 'max_length') and/or truncation"
-            )
-        array = np.full((len(rows), width), fill, dtype=np.int64)
-        for i, row in enumerate(rows):
-            if row:
-                if left:
-                    array[i, width - len(row) :] = row
-                else:
-                    array[i, : len(row)] = row
-        return array
-    if target is not None:
-        rows = [
-            ([fill] * (target - len(r)) + r if left else r + [fill] * (target - len(r))) if len(r) < target else r
-            for r in rows
-        ]
-    return rows if batched else rows[0]

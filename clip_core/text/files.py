@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..hub import resolve_file, write_atomic
+from ..jsonio import read_json
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -38,16 +39,30 @@ def token_content(value: Any) -> Any:
     return value.get("content") if isinstance(value, dict) else value
 
 
-def read_settings(source: str, keys: Iterable[str]) -> dict[str, Any]:
-    """The ``keys`` that ``tokenizer_config.json`` and then ``special_tokens_map.json`` of ``source`` set, if any."""
-    keys = set(keys)
+#: tokenizer_config.json keys that describe files or classes, not constructor arguments.
+_NOT_SETTINGS = {"tokenizer_class", "auto_map", "name_or_path", "special_tokens_map_file", "tokenizer_file",
+                 "vocab_file", "merges_file", "bpe_file", "vocab", "merges", "extra_special_tokens",
+                 "processor_class", "chat_template", "use_fast"}
+
+
+def read_settings(source: str) -> dict[str, Any]:
+    """Constructor arguments saved in ``tokenizer_config.json`` and then ``special_tokens_map.json`` of ``source``.
+
+    Every key but those naming files or classes is kept (transformers keeps them in ``init_kwargs``); special
+    tokens saved as AddedToken dicts keep their options; ``added_tokens_decoder`` restores added tokens.
+    """
     settings: dict[str, Any] = {}
     for name in (TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE):
         path = resolve(source, name, required=False)
-        if path is not None:
-            with open(path, encoding="utf-8") as handle:
-                config = json.load(handle)
-            settings.update({k: token_content(v) for k, v in config.items() if k in keys})
+        if path is None:
+            continue
+        config = read_json(path, path)
+        for key, value in config.items():
+            if key in _NOT_SETTINGS:
+                continue
+            if name == SPECIAL_TOKENS_MAP_FILE and key in settings:
+                continue  # tokenizer_config.json wins, as in transformers
+            settings[key] = value
     return settings
 
 
@@ -85,27 +100,78 @@ def write_vocabulary(
     return vocab_path, merges_path
 
 
+def _added(token: Any) -> dict[str, Any]:
+    return {"content": token.content, "lstrip": token.lstrip, "normalized": token.normalized,
+            "rstrip": token.rstrip, "single_word": token.single_word, "special": token.special}
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def write_settings(folder: str, tokenizer: Any) -> tuple[str, str]:
-    """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` of ``tokenizer`` into ``folder``."""
+    """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` of ``tokenizer`` into ``folder``.
 
-    def added(token: str) -> dict[str, Any]:
-        return {"content": token, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
-
-    config = {
-        "added_tokens_decoder": {
-            str(tokenizer.encoder[t]): {**added(t), "special": True} for t in (tokenizer.bos_token, tokenizer.eos_token)
-        },
+    The config holds transformers' keys (special tokens, ``added_tokens_decoder``, ``model_max_length``, ...) plus
+    every other JSON-ready keyword the tokenizer was built with, so that both libraries load it back the same.
+    """
+    config: dict[str, Any] = {k: v for k, v in tokenizer.init_kwargs.items()
+                              if k not in _NOT_SETTINGS and k not in ("verbose",) and _jsonable(v)}
+    for name in ("unk_token", "bos_token", "eos_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+        config.pop(name, None)
+    config.update({
+        "added_tokens_decoder": {str(i): _added(t) for i, t in tokenizer.added_tokens_decoder.items()},
         **tokenizer.special_tokens_map,
         "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
         "errors": tokenizer.errors,
         "model_max_length": tokenizer.model_max_length,
         "padding_side": tokenizer.padding_side,
         "truncation_side": tokenizer.truncation_side,
+        "split_special_tokens": tokenizer.split_special_tokens,
+        "extra_special_tokens": {},
         "tokenizer_class": "CLIPTokenizer",
-    }
-    special_map = {k: added(v) for k, v in tokenizer.special_tokens_map.items()}
+    })
+    if type(tokenizer).model_input_names != tokenizer.model_input_names:
+        config["model_input_names"] = list(tokenizer.model_input_names)
+    special_map: dict[str, Any] = {}
+    for key, value in tokenizer.special_tokens_map_extended.items():
+        special_map[key] = [_added(t) for t in value] if isinstance(value, list) else _added(value)
     config_path = os.path.join(folder, TOKENIZER_CONFIG_FILE)
     map_path = os.path.join(folder, SPECIAL_TOKENS_MAP_FILE)
     atomic_write(config_path, json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     atomic_write(map_path, json.dumps(special_map, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return config_path, map_path
+
+
+def write_tokenizer_json(folder: str, tokenizer: Any) -> str:
+    """Write ``tokenizer.json`` as transformers' ``CLIPTokenizerFast`` saves it (its normalizer, split, byte-level
+    BPE with ``</w>``, start / end tokens around each sequence, and the added tokens); returns its path."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    from .cleaning import WORD_PATTERN
+
+    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.__getitem__)
+    unk = tokenizer.unk_token if tokenizer.unk_token in tokenizer.encoder else None
+    backend = Tokenizer(models.BPE(vocab=dict(tokenizer.encoder), merges=merges, unk_token=unk,
+                                   continuing_subword_prefix="", end_of_word_suffix="</w>", fuse_unk=False))
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
+    backend.decoder = decoders.ByteLevel()
+    if tokenizer.bos_token_id is not None and tokenizer.eos_token_id is not None:
+        backend.post_processor = processors.RobertaProcessing(
+            sep=(tokenizer.eos_token, tokenizer.eos_token_id), cls=(tokenizer.bos_token, tokenizer.bos_token_id),
+            add_prefix_space=False, trim_offsets=False)
+    data = json.loads(backend.to_str())
+    data["added_tokens"] = [{"id": i, **{k: v for k, v in _added(t).items()}}
+                            for i, t in tokenizer.added_tokens_decoder.items()]
+    path = os.path.join(folder, TOKENIZER_FILE)
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    return path

@@ -1,47 +1,42 @@
 """The base class of CLIP's two tokenizers: everything but turning strings into BPE ids.
 
-:class:`_CLIPTokenizerBase` holds the vocabulary and special tokens, and mirrors transformers 4.57's
-``CLIPTokenizer`` API around one method its subclasses provide, ``_encode_texts`` (strings -> BPE ids without special
-tokens): ``__call__`` / ``encode`` (special tokens, truncation, padding, masks, tensors), ``decode`` /
-``batch_decode``, ``from_pretrained`` / ``save_pretrained``. The rules of truncation and padding live in
-:mod:`clip_core.text.batching`, the vocabulary formats in :mod:`clip_core.text.bpe`, the folder layout in
-:mod:`clip_core.text.files`.
+:class:`_CLIPTokenizerBase` holds the vocabulary and settings, and mirrors transformers 4.57's ``CLIPTokenizer`` API
+around one method its subclasses provide, ``_encode_texts`` (strings -> BPE ids without special tokens). Its parts:
+special and added tokens (:mod:`clip_core.text.specials`), the encoding entry points (``__call__``,
+``encode_plus``, ``batch_encode_plus``, ``prepare_for_model``, ``pad``: :mod:`clip_core.text.encoding`), the rules
+of truncation and padding (:mod:`clip_core.text.batching`), the vocabulary formats (:mod:`clip_core.text.bpe`) and the
+folder layout (:mod:`clip_core.text.files`). Here: construction, ``tokenize``, special-token layout, decoding and
+``from_pretrained`` / ``save_pretrained``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..tensors import BatchEncoding, check_return_tensors, to_tensor
-from .batching import as_batch, as_id_list, check_side, check_texts, is_int, pad_rows, resolve_strategies, to_python
-from .batching import truncate_pair
+from .batching import as_id_list, check_side, check_texts, to_python
 from .bpe import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, bytes_to_unicode, load_vocabulary
-from .files import MERGES_FILE, VOCAB_FILE, find_vocabulary, read_settings, token_content, write_settings
+from .encoding import EncodingAPI
+from .files import MERGES_FILE, VOCAB_FILE, find_vocabulary, read_settings, write_settings, write_tokenizer_json
 from .files import write_vocabulary
+from .specials import SpecialTokens
 
 logger = logging.getLogger("clip_core.tokenizer")  # the public module's name: users' logging settings keep applying
 
+#: from_pretrained arguments about where files come from (used for the Hub or accepted and ignored).
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies",
+              "resume_download", "use_auth_token", "trust_remote_code", "_from_auto", "_commit_hash", "use_fast")
 
-class _CLIPTokenizerBase:
+
+class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
     """Everything but turning strings into BPE ids: vocabulary, special tokens, padding, truncation, tensors, I/O."""
 
     vocab_files_names = {"vocab_file": VOCAB_FILE, "merges_file": MERGES_FILE}
     model_input_names = ["input_ids", "attention_mask"]
-    _init_keys = (
-        "errors",
-        "unk_token",
-        "bos_token",
-        "eos_token",
-        "pad_token",
-        "model_max_length",
-        "padding_side",
-        "truncation_side",
-        "clean_up_tokenization_spaces",
-    )
 
     def __init__(
         self,
@@ -53,122 +48,70 @@ class _CLIPTokenizerBase:
         vocab: dict[str, int] | None = None,
         merges: Sequence[tuple[str, str] | str] | None = None,
         errors: str = "replace",
-        unk_token: str = EOS_TOKEN,
-        bos_token: str = BOS_TOKEN,
-        eos_token: str = EOS_TOKEN,
-        pad_token: str | None = EOS_TOKEN,
+        unk_token: Any = EOS_TOKEN,
+        bos_token: Any = BOS_TOKEN,
+        eos_token: Any = EOS_TOKEN,
+        pad_token: Any = EOS_TOKEN,
         model_max_length: int = 77,
         padding_side: str = "right",
         truncation_side: str = "right",
         clean_up_tokenization_spaces: bool = False,
+        split_special_tokens: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Load a vocabulary from one source: ``vocab_file`` + ``merges_file`` (transformers' layout),
         ``tokenizer_file`` (``tokenizer.json``), ``bpe_file`` (OpenAI's ``bpe_simple_vocab_16e6.txt.gz``) or in-memory
-        ``vocab`` + ``merges``. The other arguments are transformers' ``CLIPTokenizer`` arguments and defaults.
+        ``vocab`` + ``merges``. The other arguments are transformers' ``CLIPTokenizer`` arguments and defaults;
+        ``sep_token`` / ``cls_token`` / ``mask_token``, ``additional_special_tokens``, ``added_tokens_decoder``,
+        ``model_input_names`` and ``verbose`` are honoured, any other keyword is kept in :attr:`init_kwargs` (and
+        saved), as transformers does. Special tokens outside the vocabulary are added with new ids.
         """
-        vocab, merges = load_vocabulary(vocab_file, merges_file, tokenizer_file, bpe_file, vocab, merges)
-        self.encoder: dict[str, int] = dict(vocab)
+        for key in kwargs:
+            if callable(getattr(type(self), key, None)):
+                raise AttributeError(f"{key} conflicts with the method {key} in {type(self).__name__}")
+        given_pair = vocab_file is not None and merges_file is not None
+        sources = (vocab_file, merges_file, None if given_pair else tokenizer_file, bpe_file, vocab, merges)
+        vocab_map, merge_list = load_vocabulary(*sources)
+        self.encoder: dict[str, int] = dict(vocab_map)
         self.decoder: dict[int, str] = {i: t for t, i in self.encoder.items()}
-        self.bpe_ranks: dict[tuple[str, str], int] = {pair: rank for rank, pair in enumerate(merges)}
+        self.bpe_ranks: dict[tuple[str, str], int] = {pair: rank for rank, pair in enumerate(merge_list)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self.init_kwargs: dict[str, Any] = {
+            "vocab_file": vocab_file, "merges_file": merges_file, "tokenizer_file": tokenizer_file,
+            "bpe_file": bpe_file, "vocab": None, "merges": None, "errors": errors, "unk_token": unk_token,
+            "bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token,
+            "model_max_length": model_max_length, "padding_side": padding_side, "truncation_side": truncation_side,
+            "clean_up_tokenization_spaces": clean_up_tokenization_spaces, "split_special_tokens": split_special_tokens,
+            **copy.deepcopy({k: v for k, v in kwargs.items() if k != "added_tokens_decoder"}),
+        }
+        self.init_inputs: tuple = ()
         self.errors = errors
         self.model_max_length = int(model_max_length)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.split_special_tokens = bool(split_special_tokens)
         self.padding_side = padding_side
         self.truncation_side = truncation_side
-        self._special: dict[str, str | None] = {}
-        for name, token in (("unk", unk_token), ("bos", bos_token), ("eos", eos_token)):
-            self._set_special(name, token, allow_none=False)
-        self._set_special("pad", pad_token, allow_none=True)
+        self.verbose = bool(kwargs.pop("verbose", False))
+        self.name_or_path = str(kwargs.pop("name_or_path", ""))
+        if kwargs.get("model_input_names") is not None:
+            self.model_input_names = list(kwargs.pop("model_input_names"))
+        self.add_prefix_space = bool(kwargs.get("add_prefix_space", False))
+        specials = {"unk_token": unk_token, "bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token,
+                    **{k: kwargs.get(k) for k in ("sep_token", "cls_token", "mask_token")}}
+        self._init_specials(specials, kwargs.get("additional_special_tokens"), kwargs.get("added_tokens_decoder"))
         self._warned: set[str] = set()
+        self.deprecation_warnings: dict[str, bool] = {}
         self._setup()
 
     def _setup(self) -> None:
         """Subclass hook, run at the end of ``__init__``: build what ``_encode_texts`` needs."""
 
-    # ---------------------------------------------------------------- vocabulary and special tokens
-
-    def _set_special(self, name: str, token: Any, allow_none: bool) -> None:
-        token = token_content(token)
-        if token is None and allow_none:
-            self._special[name] = None
-            return
-        if not isinstance(token, str):
-            raise TypeError(f"{name}_token must be a string, got {type(token).__name__}")
-        if token not in self.encoder:
-            raise ValueError(f"{name}_token {token!r} is not in the vocabulary")
-        self._special[name] = token
-
-    @property
-    def unk_token(self) -> str:
-        """The unknown token (``<|endoftext|>`` for CLIP)."""
-        return self._special["unk"]
-
-    @property
-    def bos_token(self) -> str:
-        """The start-of-text token ``<|startoftext|>``."""
-        return self._special["bos"]
-
-    @property
-    def eos_token(self) -> str:
-        """The end-of-text token ``<|endoftext|>``."""
-        return self._special["eos"]
-
-    @property
-    def pad_token(self) -> str | None:
-        """The padding token: ``<|endoftext|>`` by default; OpenAI pads with id 0 (``pad_token="!"``)."""
-        return self._special["pad"]
-
-    @pad_token.setter
-    def pad_token(self, token: str | None) -> None:
-        self._set_special("pad", token, allow_none=True)
-
-    @property
-    def unk_token_id(self) -> int:
-        """Id of :attr:`unk_token`."""
-        return self.encoder[self.unk_token]
-
-    @property
-    def bos_token_id(self) -> int:
-        """Id of :attr:`bos_token`."""
-        return self.encoder[self.bos_token]
-
-    @property
-    def eos_token_id(self) -> int:
-        """Id of :attr:`eos_token`."""
-        return self.encoder[self.eos_token]
-
-    @property
-    def pad_token_id(self) -> int | None:
-        """Id of :attr:`pad_token` (``None`` without one); settable."""
-        return None if self.pad_token is None else self.encoder[self.pad_token]
-
-    @pad_token_id.setter
-    def pad_token_id(self, value: int | None) -> None:
-        if value is not None and value not in self.decoder:
-            raise ValueError(f"pad_token_id {value!r} is not in the vocabulary (0..{len(self.decoder) - 1})")
-        self.pad_token = None if value is None else self.decoder[value]
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        """The distinct special tokens, in transformers' order (bos, eos, unk, pad)."""
-        tokens = [self.bos_token, self.eos_token, self.unk_token, self.pad_token]
-        return list(dict.fromkeys(t for t in tokens if t is not None))
-
-    @property
-    def all_special_ids(self) -> list[int]:
-        """Ids of :attr:`all_special_tokens`."""
-        return [self.encoder[t] for t in self.all_special_tokens]
-
-    @property
-    def special_tokens_map(self) -> dict[str, str]:
-        """``{"bos_token": ..., "eos_token": ..., "unk_token": ..., "pad_token": ...}`` (set ones only)."""
-        return {f"{k}_token": v for k, v in self._special.items() if v is not None}
+    # ---------------------------------------------------------------- settings
 
     @property
     def padding_side(self) -> str:
-        """Which side :meth:`__call__` pads on: "right" (default) or "left"."""
+        """Which side padding goes on: "right" (default) or "left"."""
         return self._padding_side
 
     @padding_side.setter
@@ -186,22 +129,26 @@ class _CLIPTokenizerBase:
 
     @property
     def vocab_size(self) -> int:
-        """Number of tokens in the base vocabulary (49,408 for CLIP)."""
+        """Number of tokens in the base vocabulary (49,408 for CLIP); ``len(tok)`` counts added tokens too."""
         return len(self.encoder)
 
-    def __len__(self) -> int:
-        """Size of the full vocabulary (the base vocabulary: CLIP's special tokens are part of it)."""
-        return len(self.encoder)
+    @property
+    def max_len_single_sentence(self) -> int:
+        """``model_max_length`` less the special tokens of one sequence."""
+        return self.model_max_length - self.num_special_tokens_to_add(False)
 
-    def get_vocab(self) -> dict[str, int]:
-        """A copy of the token -> id mapping."""
-        return dict(self.encoder)
+    @property
+    def max_len_sentences_pair(self) -> int:
+        """``model_max_length`` less the special tokens of a pair."""
+        return self.model_max_length - self.num_special_tokens_to_add(True)
 
-    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str] | None) -> int | list[int] | None:
         """Token string(s) -> id(s); unknown tokens map to :attr:`unk_token_id`."""
+        if tokens is None:
+            return None
         if isinstance(tokens, str):
-            return self.encoder.get(tokens, self.unk_token_id)
-        return [self.encoder.get(t, self.unk_token_id) for t in tokens]
+            return self._token_to_id(tokens)
+        return [self._token_to_id(t) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         """Id(s) -> token string(s), optionally dropping special tokens."""
@@ -210,27 +157,47 @@ class _CLIPTokenizerBase:
         special = set(self.all_special_ids) if skip_special_tokens else ()
         return [self._id_to_token(int(i)) for i in as_id_list(ids) if int(i) not in special]
 
-    def _id_to_token(self, index: int) -> str:
-        try:
-            return self.decoder[index]
-        except KeyError:
-            raise ValueError(f"token id {index} is not in the vocabulary (0..{len(self.decoder) - 1})") from None
-
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
-            f"padding_side={self.padding_side!r}, special_tokens={self.special_tokens_map})"
+            f"{type(self).__name__}(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
+            f"model_max_length={self.model_max_length}, is_fast={self.is_fast}, padding_side={self.padding_side!r}, "
+            f"truncation_side={self.truncation_side!r}, special_tokens={self.special_tokens_map})"
         )
 
-    # ---------------------------------------------------------------- the one thing subclasses provide
+    # ---------------------------------------------------------------- strings -> ids
 
-    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+    def _encode_texts(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
         """BPE ids without special tokens, one list per string (OpenAI's ``SimpleTokenizer.encode``)."""
         raise NotImplementedError
 
-    def tokenize(self, text: str) -> list[str]:
-        """The BPE tokens of ``text`` (no special tokens added), e.g. ``['a</w>', 'photo</w>']``."""
-        return [self.decoder[i] for i in self._encode_texts(check_texts([text], "text"))[0]]
+    def _text_ids(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
+        """Ids of each string: split on the added tokens, the pieces between them through ``_encode_texts``."""
+        split = [self.split_on_added(text, split_special) for text in texts]
+        plain = [piece for pieces in split for piece, added in pieces if not added]
+        encoded = iter(self._encode_texts(plain, split_special)) if plain else iter(())
+        out = []
+        for pieces in split:
+            ids: list[int] = []
+            for piece, added in pieces:
+                if added:
+                    ids.append(self._added_encoder[piece])
+                else:
+                    ids.extend(next(encoded))
+            out.append(ids)
+        return out
+
+    def _offsets(self, items: list[Any], split_words: bool, split_special: bool) -> list[list[tuple[int, int]]]:
+        raise NotImplementedError  # fast tokenizer only (see EncodingAPI._encode)
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False,
+                 split_special_tokens: bool | None = None, **kwargs: Any) -> list[str]:
+        """The tokens of ``text`` (added tokens whole, no special tokens added), e.g. ``['a</w>', 'photo</w>']``."""
+        split = self.split_special_tokens if split_special_tokens is None else split_special_tokens
+        texts = check_texts([text] + ([pair] if pair is not None else []), "text")
+        ids = self._text_ids(texts, split)
+        if add_special_tokens:
+            ids = [self.build_inputs_with_special_tokens(*ids)]
+        return [self._id_to_token(i) for row in ids for i in row]
 
     # ---------------------------------------------------------------- special tokens (transformers' CLIP layout)
 
@@ -269,111 +236,6 @@ class _CLIPTokenizerBase:
         """2 for a single sequence, 4 for a pair."""
         return 4 if pair else 2
 
-    # ---------------------------------------------------------------- encoding
-
-    def __call__(
-        self,
-        text: str | Sequence[str],
-        text_pair: str | Sequence[str] | None = None,
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        return_tensors: str | None = None,
-        return_attention_mask: bool | None = None,
-        return_token_type_ids: bool | None = None,
-        return_special_tokens_mask: bool = False,
-        return_length: bool = False,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-        verbose: bool = True,
-    ) -> BatchEncoding:
-        """Tokenize one string or a batch (a list of strings), optionally with a second sequence per item.
-
-        Arguments and results mirror transformers 4.57's ``CLIPTokenizer.__call__``: ``padding`` True/"longest",
-        "max_length" or False/"do_not_pad"; ``truncation`` True/"longest_first", "only_first", "only_second" or
-        False/"do_not_truncate" (``max_length`` defaults to :attr:`model_max_length`; the end-of-text token stays
-        last); ``return_tensors`` None (lists), "np", "pt", "tf" or "jax" (int64 ids). Returns a
-        :class:`~clip_core.tensors.BatchEncoding` with ``input_ids`` and ``attention_mask`` (plus
-        ``token_type_ids``, ``special_tokens_mask``, ``length`` when asked).
-        """
-        check_return_tensors(return_tensors)
-        pad_strategy, trunc_strategy, max_length = resolve_strategies(
-            padding, truncation, max_length, verbose, self.model_max_length, self._warn_once
-        )
-        if padding_side is not None:
-            check_side("padding_side", padding_side)
-        if pad_to_multiple_of is not None and not (is_int(pad_to_multiple_of) and pad_to_multiple_of > 0):
-            raise ValueError(f"pad_to_multiple_of must be a positive int, got {pad_to_multiple_of!r}")
-        if return_token_type_ids and not add_special_tokens:
-            raise ValueError("return_token_type_ids=True needs add_special_tokens=True (as in transformers)")
-        if return_attention_mask is None:
-            return_attention_mask = True
-
-        batched, texts = as_batch(text, "text")
-        pairs = None
-        if text_pair is not None:
-            pair_batched, pairs = as_batch(text_pair, "text_pair")
-            if pair_batched != batched:
-                raise TypeError("text and text_pair must both be strings or both be lists of strings")
-            if len(pairs) != len(texts):
-                raise ValueError(f"text has {len(texts)} items but text_pair has {len(pairs)}")
-        encoded = self._encode_texts(texts + (pairs or []))
-        firsts, seconds = encoded[: len(texts)], (encoded[len(texts) :] if pairs is not None else [None] * len(texts))
-
-        rows, masks = [], []
-        for ids, pair_ids in zip(firsts, seconds):
-            row, special = self._prepare(ids, pair_ids, add_special_tokens, trunc_strategy, max_length)
-            if max_length is None and verbose:
-                self._warn_too_long(len(row))
-            rows.append(row)
-            masks.append(special)
-        lengths = [len(r) for r in rows]
-
-        target = None
-        if pad_strategy == "longest":
-            target = max(lengths, default=0)
-        elif pad_strategy == "max_length":
-            target = max_length
-        if target is not None and pad_to_multiple_of:
-            target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
-        if target is not None and self.pad_token is None:
-            raise ValueError("padding needs a pad_token; set tokenizer.pad_token (e.g. to '<|endoftext|>' or '!')")
-        left = (padding_side or self.padding_side) == "left"
-        columns = {"input_ids": (rows, self.pad_token_id)}
-        if return_token_type_ids:
-            columns["token_type_ids"] = ([[0] * n for n in lengths], 0)
-        if return_attention_mask:
-            columns["attention_mask"] = ([[1] * n for n in lengths], 0)
-        if return_special_tokens_mask:
-            columns["special_tokens_mask"] = (masks, 1)
-
-        out = {}
-        for key, (values, fill) in columns.items():
-            out[key] = pad_rows(values, target, fill, left, return_tensors is not None, batched)
-        if return_length:
-            if batched:
-                out["length"] = np.asarray(lengths, dtype=np.int64) if return_tensors else lengths
-            else:  # transformers counts a single sequence after padding
-                n = max(lengths[0], target or 0)
-                out["length"] = np.asarray([n], dtype=np.int64) if return_tensors else n
-        if return_tensors is None:
-            return BatchEncoding(out)
-        return BatchEncoding({k: to_tensor(v, return_tensors) for k, v in out.items()})
-
-    def _prepare(
-        self, ids: list[int], pair_ids: list[int] | None, add_special: bool, strategy: str, max_length: int | None
-    ) -> tuple[list[int], list[int]]:
-        """Truncate (transformers' ``truncate_sequences``) and add special tokens: (ids, special-tokens mask)."""
-        pair = pair_ids is not None
-        total = len(ids) + (len(pair_ids) if pair else 0) + (self.num_special_tokens_to_add(pair) if add_special else 0)
-        if strategy != "do_not_truncate" and max_length and total > max_length:
-            ids, pair_ids = truncate_pair(ids, pair_ids, total - max_length, strategy, self.truncation_side == "right")
-        if add_special:
-            return self.build_inputs_with_special_tokens(ids, pair_ids), self.get_special_tokens_mask(ids, pair_ids)
-        row = list(ids) + (list(pair_ids) if pair else [])
-        return row, [0] * len(row)
-
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -388,39 +250,11 @@ class _CLIPTokenizerBase:
                 "indexing errors",
             )
 
-    def encode(
-        self,
-        text: str,
-        text_pair: str | None = None,
-        add_special_tokens: bool = True,
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        return_tensors: str | None = None,
-        **kwargs: Any,
-    ) -> list[int] | Any:
-        """The ``input_ids`` of one string (or string pair): ``__call__(...)["input_ids"]``."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode() takes one string, got {type(text).__name__}; call the tokenizer for batches")
-        if text_pair is not None and not isinstance(text_pair, str):
-            raise TypeError(f"encode() takes text_pair as a string, got {type(text_pair).__name__}")
-        return self(
-            text,
-            text_pair,
-            add_special_tokens=add_special_tokens,
-            padding=padding,
-            truncation=truncation,
-            max_length=max_length,
-            return_tensors=return_tensors,
-            return_attention_mask=False,
-            **kwargs,
-        )["input_ids"]
-
     # ---------------------------------------------------------------- decoding
 
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
         """BPE tokens -> text: undo the byte mapping, turn ``</w>`` into spaces, strip."""
-        data = bytearray(self.byte_decoder[c] for c in "".join(tokens))
+        data = bytearray(self.byte_decoder[c] for c in "".join(tokens) if c in self.byte_decoder)
         return data.decode("utf-8", errors=self.errors).replace(END_OF_WORD, " ").strip()
 
     def decode(
@@ -428,11 +262,25 @@ class _CLIPTokenizerBase:
         token_ids: int | Sequence[int] | Any,
         skip_special_tokens: bool = False,
         clean_up_tokenization_spaces: bool | None = None,
+        spaces_between_special_tokens: bool = True,
         **kwargs: Any,
     ) -> str:
-        """Ids (list, numpy array or framework tensor) -> text, as transformers' slow ``CLIPTokenizer.decode``."""
+        """Ids (list, numpy array or framework tensor) -> text, as transformers' slow ``CLIPTokenizer.decode``:
+        added tokens outside the vocabulary come out whole, joined to the text around them by spaces."""
         tokens = self.convert_ids_to_tokens(as_id_list(token_ids), skip_special_tokens=skip_special_tokens)
-        text = self.convert_tokens_to_string(tokens)
+        loose = {t for t in self._added_encoder if t not in self.encoder}
+        parts, current = [], []
+        for token in tokens:
+            if token in loose:
+                if current:
+                    parts.append(self.convert_tokens_to_string(current))
+                    current = []
+                parts.append(token)
+            else:
+                current.append(token)
+        if current:
+            parts.append(self.convert_tokens_to_string(current))
+        text = (" " if spaces_between_special_tokens else "").join(parts)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return _clean_up_tokenization(text) if clean_up_tokenization_spaces else text
@@ -451,23 +299,28 @@ class _CLIPTokenizerBase:
     # ---------------------------------------------------------------- files
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *init_inputs: Any, **kwargs: Any):
         """Load from a local folder, a Hub repo id, or a vocabulary file.
 
         A folder (or repo) may hold ``vocab.json`` + ``merges.txt`` (preferred), ``tokenizer.json`` or OpenAI's
         ``bpe_simple_vocab_16e6.txt.gz``, plus optional ``tokenizer_config.json`` / ``special_tokens_map.json``
-        (model_max_length, pad_token, ...). A path to a ``.json``/``.gz`` file loads that file. ``kwargs`` override
-        the saved configuration (e.g. ``pad_token="!"``, ``model_max_length=77``).
+        (model_max_length, pad_token, added tokens, ...). A path to a ``.json``/``.gz`` file loads that file.
+        ``kwargs`` override the saved configuration (e.g. ``pad_token="!"``, ``model_max_length=77``); transformers'
+        download arguments (``cache_dir``, ``revision``, ``use_fast``, ...) are accepted.
         """
         source = os.fspath(pretrained_model_name_or_path)
-        unknown = set(kwargs) - set(cls._init_keys)
-        if unknown:
-            raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected arguments: {sorted(unknown)}")
+        hub = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+        subfolder = hub.get("subfolder")
+        if subfolder and os.path.isdir(source):
+            source = os.path.join(source, subfolder)
         if os.path.isfile(source):
             files = {"bpe_file": source} if source.endswith(".gz") else {"tokenizer_file": source}
             return cls(**files, **kwargs)
-        settings = read_settings(source, cls._init_keys)
+        settings = read_settings(source)
         settings.update(kwargs)
+        settings.setdefault("name_or_path", source)
+        for key in cls.vocab_files_names:
+            settings.pop(key, None)
         return cls(**find_vocabulary(source), **settings)
 
     def save_vocabulary(
@@ -478,16 +331,23 @@ class _CLIPTokenizerBase:
         return write_vocabulary(folder, filename_prefix, self.encoder, self.bpe_ranks)
 
     def save_pretrained(
-        self, save_directory: str | os.PathLike, filename_prefix: str | None = None
+        self, save_directory: str | os.PathLike, legacy_format: bool | None = None,
+        filename_prefix: str | None = None, push_to_hub: bool = False, **kwargs: Any
     ) -> tuple[str, ...]:
         """Write transformers' layout: ``tokenizer_config.json``, ``special_tokens_map.json``, ``vocab.json``,
-        ``merges.txt`` (loadable by transformers' ``CLIPTokenizer``/``CLIPTokenizerFast`` and :meth:`from_pretrained`).
+        ``merges.txt`` and ``tokenizer.json`` (loadable by transformers' ``CLIPTokenizer`` /
+        ``CLIPTokenizerFast`` and by :meth:`from_pretrained`), each file written atomically.
         """
+        if push_to_hub:
+            raise ValueError("push_to_hub is not supported: save locally and upload with huggingface_hub")
         folder = os.fspath(save_directory)
         if os.path.isfile(folder):
             raise FileExistsError(f"save_pretrained needs a directory, {folder} is a file")
         os.makedirs(folder, exist_ok=True)
-        return (*write_settings(folder, self), *self.save_vocabulary(folder, filename_prefix))
+        files = (*write_settings(folder, self), *self.save_vocabulary(folder, filename_prefix))
+        if legacy_format is not True:
+            files = (*files, write_tokenizer_json(folder, self))
+        return files
 
 
 def _clean_up_tokenization(text: str) -> str:
