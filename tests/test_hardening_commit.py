@@ -19,8 +19,7 @@ from clip_core.checkpoints import WEIGHTS_NAMES, convert_checkpoint, load_checkp
 from clip_core.formats.commit import JOURNAL_NAME, STAGING_PREFIX
 from clip_core.weights import init_state
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_hardening_files import CONFIG  # noqa: E402
+from tests.test_errors import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "text_model.embeddings.token_embedding.weight"
@@ -54,7 +53,7 @@ def test_a_kill_at_any_rename_leaves_the_old_or_the_new_checkpoint(tmp_path):
         import os, signal
         from clip_core.checkpoints import save_checkpoint
         from clip_core.weights import init_state
-        from test_hardening_files import CONFIG
+        from tests.test_errors import CONFIG
         k, calls, real = int(sys.argv[1]), [0], os.replace
         def replace(a, b):
             calls[0] += 1
@@ -90,7 +89,7 @@ def test_the_loader_honours_a_half_applied_commit(tmp_path):
         from clip_core.checkpoints import save_checkpoint
         from clip_core.formats.commit import JOURNAL_NAME
         from clip_core.weights import init_state
-        from test_hardening_files import CONFIG
+        from tests.test_errors import CONFIG
         real = os.replace
         def replace(a, b):
             if str(b).endswith(JOURNAL_NAME):
@@ -129,7 +128,7 @@ def test_two_writers_into_one_folder_leave_one_complete_checkpoint(tmp_path):
     script = """
         from clip_core.checkpoints import save_checkpoint
         from clip_core.weights import init_state
-        from test_hardening_files import CONFIG
+        from tests.test_errors import CONFIG
         for _ in range(3):
             save_checkpoint(sys.argv[1], CONFIG, init_state(CONFIG, seed=int(sys.argv[2])), formats=sys.argv[3])
     """
@@ -202,7 +201,7 @@ def test_a_full_disk_is_an_oserror_and_leaves_the_checkpoint(tmp_path, fmt):
             from clip_core.checkpoints import save_checkpoint
             from clip_core.config import CLIPConfig
             from clip_core.weights import init_state
-            from test_hardening_files import CONFIG
+            from tests.test_errors import CONFIG
             big = CLIPConfig.from_dict({{**CONFIG.to_dict(), "text_config": {{**CONFIG.text_config.to_dict(),
                                         "num_hidden_layers": 30}}}})
             try:

@@ -14,16 +14,9 @@ import pytest
 
 from clip_core.checkpoints import (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
                                    load_checkpoint, read_safetensors, save_checkpoint)
-from clip_core.config import CLIPConfig
 from clip_core.weights import init_state
 
-CONFIG = CLIPConfig(
-    projection_dim=8,
-    text_config=dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     max_position_embeddings=7, bos_token_id=48, eos_token_id=49, pad_token_id=0),
-    vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       image_size=16, patch_size=8),
-)
+from tests.test_errors import CONFIG  # noqa: E402  (the tiny CLIP every error test uses)
 IDS = np.array([[48, 5, 6, 49, 0]], dtype=np.int64)
 MASK = np.array([[1, 1, 1, 1, 0]], dtype=np.int64)
 

@@ -18,7 +18,7 @@ from clip_core.checkpoints import (CorruptCheckpointError, NonFiniteWeightsWarni
 from clip_core.formats.openai import OpenAIHeadsWarning, openai_config
 from clip_core.weights import StateMismatchError, init_state, param_table, validate_state
 from tests.conftest import ROOT, shared_path
-from tests.test_hardening_files import CONFIG
+from tests.test_errors import CONFIG
 
 
 def test_a_device_is_not_called_missing():
