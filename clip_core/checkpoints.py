@@ -41,6 +41,7 @@ import numpy as np
 
 from clip_core.config import CONFIG_NAME, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip_core.formats import commit, openai
+from clip_core.formats.commit import CheckpointWriteError
 from clip_core.formats._common import (PROGRESS_MIN_BYTES, CheckpointError, CorruptCheckpointError,  # noqa: F401
                                        UnsafeCheckpointError, UnsupportedCheckpointError, _bf16_to_float32,
                                        _is_bf16, _NoProgress, _progress, parse_size, reading)
@@ -438,6 +439,6 @@ __all__ = [
     "read_pytorch", "read_tf_h5", "read_flax_msgpack", "read_sharded", "write_safetensors", "write_pytorch",
     "write_tf_h5", "write_flax_msgpack", "flax_msgpack_loads", "flax_msgpack_dump", "detect_format",
     "detect_arch", "config_for_arch", "read_config_file", "parse_size", "reading",
-    "CheckpointError", "CorruptCheckpointError", "UnsafeCheckpointError", "UnsupportedCheckpointError",
+    "CheckpointError", "CorruptCheckpointError", "CheckpointWriteError", "NonFiniteWeightsWarning", "UnsafeCheckpointError", "UnsupportedCheckpointError",
     "StateMismatchError", "WEIGHTS_NAMES", "FORMATS", "SEARCH_ORDER", "INDEX_NAMES", "HF_CLASSES",
 ]
