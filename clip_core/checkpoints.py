@@ -439,6 +439,7 @@ __all__ = [
     "read_pytorch", "read_tf_h5", "read_flax_msgpack", "read_sharded", "write_safetensors", "write_pytorch",
     "write_tf_h5", "write_flax_msgpack", "flax_msgpack_loads", "flax_msgpack_dump", "detect_format",
     "detect_arch", "config_for_arch", "read_config_file", "parse_size", "reading",
-    "CheckpointError", "CorruptCheckpointError", "CheckpointWriteError", "NonFiniteWeightsWarning", "UnsafeCheckpointError", "UnsupportedCheckpointError",
+    "CheckpointError", "CorruptCheckpointError", "CheckpointWriteError", "NonFiniteWeightsWarning",
+    "UnsafeCheckpointError", "UnsupportedCheckpointError",
     "StateMismatchError", "WEIGHTS_NAMES", "FORMATS", "SEARCH_ORDER", "INDEX_NAMES", "HF_CLASSES",
 ]
