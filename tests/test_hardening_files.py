@@ -153,6 +153,7 @@ def _secret(tmp_path):
     ("gzip", UnsupportedCheckpointError, r"gamma:0 is compressed \(deflate\)"),
     ("contiguous, never written", CorruptCheckpointError, r"gamma:0 stores 0 bytes.*never written"),
     ("integer dataset", UnsupportedCheckpointError, r"gamma:0 is a dataset of int32"),
+    ("virtual dataset", UnsafeCheckpointError, r"gamma:0 is virtual"),
 ])
 def test_hdf5_reaching_outside_itself_is_refused_by_name(tmp_path, case, error, pattern):
     h5py = pytest.importorskip("h5py")
@@ -173,11 +174,18 @@ def test_hdf5_reaching_outside_itself_is_refused_by_name(tmp_path, case, error, 
         "gzip": lambda g, n: g.create_dataset(n, data=np.zeros(16, np.float32), compression="gzip"),
         "contiguous, never written": lambda g, n: g.create_dataset(n, (16,), "f4"),
         "integer dataset": lambda g, n: g.create_dataset(n, data=np.zeros(16, np.int32)),
+        "virtual dataset": lambda g, n: g.create_virtual_dataset(n, _virtual(h5py, other)),
     }
     folder = _h5_with(tmp_path, makers[case])
     with pytest.raises(error, match=pattern) as caught:
         load_checkpoint(folder)  # returns at once: a FIFO is never opened
     assert "tf_model.h5" in str(caught.value)
+
+
+def _virtual(h5py, other):
+    layout = h5py.VirtualLayout(shape=(16,), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(other), "data", shape=(16,))
+    return layout
 
 
 def test_hdf5_gzip_bomb_is_refused_before_decompressing(tmp_path):
