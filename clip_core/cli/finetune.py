@@ -46,18 +46,33 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from clip_core.tasks.finetune import finetune
     from clip_core.tasks.training import TrainingConfig
 
     cfg = TrainingConfig(lr=args.lr, weight_decay=args.weight_decay, betas=(args.beta1, args.beta2), eps=args.eps,
                          warmup_steps=args.warmup, seed=args.seed, batch_size=args.batch_size,
                          lock_image=args.lock_image, freeze=tuple(args.freeze),
                          grad_checkpointing=args.grad_checkpointing, devices=args.devices)
-    result = finetune(args.model, args.data, args.out, backend=args.backend, cfg=cfg, steps=args.steps,
-                      epochs=args.epochs, save_every=args.save_every, eval_data=args.eval_data,
-                      resume=args.resume, processor=args.processor, progress=not args.no_progress)
+    job = dict(model=args.model, data=args.data, out=args.out, backend=args.backend, cfg=cfg, steps=args.steps,
+               epochs=args.epochs, save_every=args.save_every, eval_data=args.eval_data, resume=args.resume,
+               processor=args.processor, progress=not args.no_progress)
+    if args.devices > 1:  # data-parallel: clip_<backend>.distributed starts the workers (PyTorch: one process each)
+        import importlib
+        importlib.import_module(f"clip_{args.backend}.distributed").launch(_finetune, args.devices, job)
+    else:
+        _finetune(job)
+    return 0
+
+
+def _finetune(job: dict) -> None:
+    """Run the fine-tuning loop and print its summary (only the first worker of a PyTorch process group prints)."""
+    import os
+
+    from clip_core.tasks.finetune import finetune
+
+    result = finetune(job.pop("model"), job.pop("data"), job.pop("out"), **job)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     losses = result["losses"]
     summary = {"step": result["step"], "out": result["out"], "seconds": round(result["seconds"], 2),
                "last_loss": losses[-1] if losses else None, "eval": result["eval"]}
     print(json.dumps(summary))
-    return 0

@@ -211,12 +211,14 @@ def finetune(model, data, out, *, backend: str = "pt", cfg: TrainingConfig | Non
     elif not isinstance(processor, CLIPProcessor):
         processor = CLIPProcessor.from_pretrained(processor)
     trainer = _make_trainer(backend, net, cfg)
+    main = getattr(trainer, "is_main", True)  # data-parallel PyTorch runs this loop in every rank: rank 0 writes
     if start is not None:
         from safetensors.numpy import load_file
 
         trainer.load_optimizer_state(load_file(str(start / OPTIMIZER_FILE)), saved["optimizer"])
-        _trim_log(out / LOG_FILE, trainer.step)
-    elif (out / LOG_FILE).exists():
+        if main:
+            _trim_log(out / LOG_FILE, trainer.step)
+    elif main and (out / LOG_FILE).exists():
         (out / LOG_FILE).unlink()
     eval_pairs = read_pairs(eval_data) if eval_data is not None else None
     max_length = net.config.text_config.max_position_embeddings
@@ -231,7 +233,7 @@ def finetune(model, data, out, *, backend: str = "pt", cfg: TrainingConfig | Non
         return make_batch(pairs, orders[epoch][position], processor, max_length)
 
     losses, last_eval, began = [], None, time.perf_counter()
-    bar = _progress(total, trainer.step, progress)
+    bar = _progress(total, trainer.step, progress and main)
     with ThreadPoolExecutor(max_workers=1) as pool:  # the next batch is read while this one trains
         ahead = pool.submit(batch_for, trainer.step) if trainer.step < total else None
         while trainer.step < total:
@@ -245,20 +247,22 @@ def finetune(model, data, out, *, backend: str = "pt", cfg: TrainingConfig | Non
                 raise FloatingPointError(f"step {step}: the loss is {loss}; lower the learning rate")
             losses.append(loss)
             epoch = step // batches_per_epoch
-            _log(out / LOG_FILE, {"step": step + 1, "epoch": epoch, "loss": loss, "lr": lr,
-                                  "samples_per_s": cfg.batch_size / max(seconds, 1e-9)})
+            if main:
+                _log(out / LOG_FILE, {"step": step + 1, "epoch": epoch, "loss": loss, "lr": lr,
+                                      "samples_per_s": cfg.batch_size / max(seconds, 1e-9)})
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             done = trainer.step
-            if eval_pairs is not None and (done % batches_per_epoch == 0 or done == total):
+            if main and eval_pairs is not None and (done % batches_per_epoch == 0 or done == total):
                 last_eval = evaluate(net, processor, eval_pairs, ks)
                 _log(out / LOG_FILE, {"step": done, "epoch": epoch, "eval": last_eval})
-            if done % save_every == 0 or done == total:
+            if main and (done % save_every == 0 or done == total):
                 save_training_checkpoint(out, trainer, processor,
                                          {**meta, "epoch": done // batches_per_epoch,
                                           "batch_in_epoch": done % batches_per_epoch})
     bar.close()
-    _save_final(out, trainer, processor)
+    if main:
+        _save_final(out, trainer, processor)
     return {"step": trainer.step, "losses": losses, "eval": last_eval, "out": str(out),
             "seconds": time.perf_counter() - began}
 
