@@ -52,11 +52,12 @@ import numpy as np
 
 from .hub import resolve_file as resolve_file_in
 from .hub import write_atomic
-from .images.convert import flatten_images, ingest
+from .images.convert import flatten_images, infer_layout, ingest
 from .images.options import CHANNELS_FIRST, CHANNELS_LAST, Resampling, channel_format, crop_size_dict, resampling
-from .images.options import size_dict
+from .images.options import per_channel, size_dict
+from .jsonio import JSONFileError, read_json
 from .images.pipeline import Plan
-from .tensors import BatchEncoding, batch, check_return_tensors
+from .tensors import BatchEncoding, batch, check_return_tensors, estimate_bytes
 
 # The names of the parts that this module offered before (clip_core.processor, the tests and bench/ use them).
 from .images.convert import is_image_like as _is_image_like  # noqa: F401
@@ -86,6 +87,9 @@ _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revi
                "resume_download", "use_auth_token")
 _PREPROCESS_ARGS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
                     "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+
+#: Largest pixel_values a call may produce: a larger crop_size / size fails before allocating anything.
+MAX_OUTPUT_BYTES = 8 * 1024**3
 
 # Threads preprocessing the images of one call (PIL and numpy release the GIL in the heavy parts). Two suit the
 # PIL-bound work; set TRICLIP_IMAGE_THREADS (or this attribute) to change it, 1 to stay in the calling thread.
@@ -129,6 +133,25 @@ def _resolve_file(path_or_repo: str | os.PathLike, filename: str, **hub_kwargs: 
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """A ``preprocessor_config.json`` as a dict; an OSError (and ValueError) naming the file otherwise."""
+    try:
+        return read_json(path, str(path))
+    except JSONFileError as err:
+        raise ConfigFileError(str(err)) from None
+
+
+class ConfigFileError(OSError, ValueError):
+    """A ``preprocessor_config.json`` that cannot be read: an OSError as before, and a ValueError like jsonio's."""
+
+
+def _channels_first(image: np.ndarray, input_data_format: str | None) -> bool:
+    fmt = channel_format(input_data_format, "input_data_format", allow_none=True)
+    if fmt is not None:
+        return fmt == CHANNELS_FIRST
+    return image.ndim == 3 and infer_layout(image.shape, 0) == CHANNELS_FIRST
+
+
 class CLIPImageProcessor:
     """Turns images into CLIP's ``pixel_values``, with transformers' ``CLIPImageProcessor`` arguments and numbers.
 
@@ -146,6 +169,7 @@ class CLIPImageProcessor:
     """
 
     model_input_names = ["pixel_values"]
+    is_fast = False
 
     def __init__(
         self,
@@ -164,7 +188,7 @@ class CLIPImageProcessor:
     ) -> None:
         kwargs.pop("feature_extractor_type", None)  # a leftover of feature-extractor era configs
         kwargs.pop("image_processor_type", None)  # written from the class name, never stored
-        self._processor_class = kwargs.pop("processor_class", None)
+        self._processor_class = kwargs.pop("processor_class", kwargs.pop("_processor_class", None))
         self.do_resize = do_resize
         self.size = size_dict({"shortest_edge": 224} if size is None else size, False, "size")
         self.resample = resampling(resample)
@@ -254,10 +278,15 @@ class CLIPImageProcessor:
             try:
                 plan.check_channels(channels)
             except ValueError as err:
-                raise ValueError(f"image {index}: {err}") from None
+                hint = ("; 4 channels need do_convert_rgb=True (drops alpha) or a 4-value image_mean / image_std"
+                        if channels == 4 else "")
+                raise ValueError(f"image {index}: {err}{hint}") from None
             height, width = plan.output_hw(source)
             shapes.append((height, width, channels) if plan.channels_last else (channels, height, width))
 
+        needed = sum(int(np.prod(shape, dtype=np.float64)) for shape in shapes) * 4
+        estimate_bytes(needed, MAX_OUTPUT_BYTES, f"pixel_values of {len(shapes)} image(s) of output shape "
+                       f"{max(shapes, key=lambda sh: np.prod(sh, dtype=np.float64))} (float32)")
         uniform = all(shape == shapes[0] for shape in shapes)
         if uniform:
             pixel_values = np.empty((len(sources),) + shapes[0], dtype=np.float32)
@@ -291,16 +320,55 @@ class CLIPImageProcessor:
     # ---------------------------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict, with ``image_processor_type`` (and ``processor_class`` when set)."""
+        """The settings as transformers' ``to_dict`` gives them: every attribute, ``_processor_class`` and
+        ``image_processor_type`` included (:meth:`to_json_string` writes ``processor_class`` instead)."""
         output = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
         output["resample"] = int(self.resample)
         for key, value in output.items():
             if isinstance(value, np.ndarray):
                 output[key] = value.tolist()
+        output["_processor_class"] = self._processor_class
         output["image_processor_type"] = type(self).__name__
-        if self._processor_class is not None:
-            output["processor_class"] = self._processor_class
         return output
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> "CLIPImageProcessor":
+        """Build from a ``preprocessor_config.json`` file (what :meth:`to_json_file` writes)."""
+        return cls.from_dict(_read_config(Path(json_file)))
+
+    # transformers' per-image helpers (numpy arrays, HWC or CHW), as its image processors offer them
+
+    def rescale(self, image: np.ndarray, scale: float, **kwargs: Any) -> np.ndarray:
+        """``image * scale`` as float32 (transformers' ``rescale``: a float64 product, then float32)."""
+        return (np.asarray(image, dtype=np.float64) * scale).astype(np.float32)
+
+    def normalize(self, image: np.ndarray, mean: Any, std: Any, data_format: str | None = None,
+                  input_data_format: str | None = None, **kwargs: Any) -> np.ndarray:
+        """``(image - mean) / std`` per channel (channels first or last, inferred as in :meth:`preprocess`)."""
+        image = np.asarray(image)
+        image = image.astype(np.float32) if not np.issubdtype(image.dtype, np.floating) else image
+        first = _channels_first(image, input_data_format)
+        channels = image.shape[0] if first else image.shape[-1]
+        shape = (channels, 1, 1) if first else (channels,)
+        mean = np.array(per_channel(mean, channels, "mean"), dtype=image.dtype).reshape(shape)
+        std = np.array(per_channel(std, channels, "std"), dtype=image.dtype).reshape(shape)
+        return (image - mean) / std
+
+    def center_crop(self, image: np.ndarray, size: dict[str, int] | int, data_format: str | None = None,
+                    input_data_format: str | None = None, **kwargs: Any) -> np.ndarray:
+        """Centre crop to ``size`` ({"height", "width"} or an int), zero padding a smaller image."""
+        crop = crop_size_dict(size)
+        image = np.asarray(image)
+        first = _channels_first(image, input_data_format)
+        hw = image.shape[1:] if first else image.shape[:2]
+        (y0, y1), (x0, x1), (dy, dx) = _crop_geometry(hw[0], hw[1], (crop["height"], crop["width"]))
+        if first:
+            out = np.zeros((image.shape[0], crop["height"], crop["width"]), dtype=image.dtype)
+            out[:, dy:dy + y1 - y0, dx:dx + x1 - x0] = image[:, y0:y1, x0:x1]
+        else:
+            out = np.zeros((crop["height"], crop["width"]) + image.shape[2:], dtype=image.dtype)
+            out[dy:dy + y1 - y0, dx:dx + x1 - x0] = image[y0:y1, x0:x1]
+        return out
 
     @classmethod
     def from_dict(cls, image_processor_dict: dict[str, Any], **kwargs: Any) -> "CLIPImageProcessor":
@@ -311,7 +379,11 @@ class CLIPImageProcessor:
 
     def to_json_string(self) -> str:
         """The settings as ``preprocessor_config.json`` holds them (sorted keys, indent 2), as transformers writes."""
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        output = self.to_dict()
+        processor_class = output.pop("_processor_class")
+        if processor_class is not None:
+            output["processor_class"] = processor_class
+        return json.dumps(output, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         """Write :meth:`to_json_string` to a file, atomically."""
@@ -336,13 +408,7 @@ class CLIPImageProcessor:
         """
         hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS}
         path = _resolve_file(pretrained_model_name_or_path, IMAGE_PROCESSOR_NAME, **hub_kwargs)
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise OSError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(config, dict):
-            raise OSError(f"{path} does not hold a JSON object")
-        return cls.from_dict(config, **kwargs)
+        return cls.from_dict(_read_config(path), **kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,14 @@ __all__ = ["CLIPProcessor"]
 
 # Arguments of ``__call__`` that belong to the image processor; every other keyword goes to the tokenizer.
 _IMAGE_KWARGS = frozenset(_PREPROCESS_ARGS) | {"data_format", "input_data_format"}
+
+
+def _is_tokenizer_key(key: str) -> bool:
+    """A keyword that only the tokenizer takes (special tokens, padding and truncation settings, ...)."""
+    return key.endswith("_token") or key in {
+        "additional_special_tokens", "model_max_length", "padding_side", "truncation_side", "errors",
+        "clean_up_tokenization_spaces", "split_special_tokens", "add_prefix_space", "do_lower_case",
+        "padding", "truncation", "max_length", "model_input_names", "added_tokens_decoder"}
 
 
 def _is_text(value: Any) -> bool:
@@ -56,6 +65,16 @@ class CLIPProcessor:
             raise TypeError(f"CLIPProcessor got unexpected arguments {sorted(kwargs)}")
         self.image_processor = image_processor if image_processor is not None else CLIPImageProcessor()
         self.tokenizer = tokenizer
+        self.chat_template = None  # CLIP has no chat template (transformers' attribute, always None here)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What transformers' ``CLIPProcessor.to_dict`` gives: ``{"processor_class": "CLIPProcessor"}`` (the image
+        processor and tokenizer are saved in their own files)."""
+        return {"processor_class": type(self).__name__}
+
+    def to_json_string(self) -> str:
+        """:meth:`to_dict` as JSON (indent 2, sorted keys), as transformers writes it."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @property
     def feature_extractor(self) -> CLIPImageProcessor:
@@ -144,11 +163,15 @@ class CLIPProcessor:
         for the image processor's file; image-processor settings in ``kwargs`` override the loaded ones, the other
         ``kwargs`` go to the tokenizer's ``from_pretrained``.
         """
-        from .tokenizer import CLIPTokenizerFast  # imported only when needed
+        from .tokenizer import CLIPTokenizer, CLIPTokenizerFast  # imported only when needed
 
-        image_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS or k in _PREPROCESS_ARGS}
-        image_processor = CLIPImageProcessor.from_pretrained(pretrained_model_name_or_path, **image_kwargs)
-        tokenizer = CLIPTokenizerFast.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        tokenizer_class = CLIPTokenizerFast if kwargs.pop("use_fast", True) else CLIPTokenizer
+        hub = {k: kwargs.pop(k) for k in list(kwargs) if k in _HUB_KWARGS}
+        image_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _IMAGE_KWARGS}
+        shared = {k: v for k, v in kwargs.items() if not _is_tokenizer_key(k)}  # unknown: both, as transformers
+        image_processor = CLIPImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub, **image_kwargs,
+                                                             **shared)
+        tokenizer = tokenizer_class.from_pretrained(pretrained_model_name_or_path, **hub, **kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:

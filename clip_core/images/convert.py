@@ -9,12 +9,18 @@ shape). :func:`array_to_uint8` is transformers' ``to_pil_image`` step for arrays
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 import PIL.Image
 
+from ..tensors import TooLargeError
 from .options import CHANNELS_FIRST, CHANNELS_LAST
+
+
+class ImageTooLargeError(TooLargeError):
+    """An image file beyond PIL's decompression-bomb limit (PIL's warning or error, turned into one ValueError)."""
 
 
 def describe(obj: Any) -> str:
@@ -100,9 +106,19 @@ def load_path(path: Any, index: int) -> PIL.Image.Image:
         raise ValueError(f"image {index}: URLs are not fetched ({text!r}); load the image and pass it instead")
     if not os.path.isfile(text):
         raise ValueError(f"image {index}: {text!r} is not an image file")
-    with PIL.Image.open(text) as image:
-        image.load()
-        return image.copy()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(text) as image:
+                image.load()
+                return image.copy()
+    except (PIL.Image.DecompressionBombWarning, PIL.Image.DecompressionBombError) as err:
+        raise ImageTooLargeError(
+            f"image {index}: {text!r} is too large to decode safely ({err}); PIL's limit is "
+            f"{PIL.Image.MAX_IMAGE_PIXELS:,} pixels (PIL.Image.MAX_IMAGE_PIXELS, about "
+            f"{PIL.Image.MAX_IMAGE_PIXELS * 4 / 2**30:.1f} GiB as RGBA); raise it if you trust the file") from None
+    except PIL.UnidentifiedImageError:
+        raise ValueError(f"image {index}: {text!r} is not an image file PIL can read") from None
 
 
 def ingest(obj: Any, index: int, do_convert_rgb: bool, input_data_format: str | None) -> Source:
@@ -170,9 +186,8 @@ def ingest_array(array: np.ndarray, index: int, do_convert_rgb: bool, layout: st
     if channels == 4 and do_convert_rgb:
         array = array[:, :, :3]  # as PIL's RGBA -> RGB: the alpha channel is dropped
         channels = 3
-    elif channels not in (1, 3):
-        hint = " (4 channels need do_convert_rgb=True)" if channels == 4 else ""
-        raise ValueError(f"image {index} has {channels} channels ({what}); expected 1 or 3{hint}")
+    elif channels not in (1, 3, 4):
+        raise ValueError(f"image {index} has {channels} channels ({what}); expected 1, 3 or 4")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ValueError(f"image {index} contains NaN or infinite values ({what})")
     if channels == 1:

@@ -28,6 +28,10 @@ def resize_window(image: PIL.Image.Image | np.ndarray, out_h: int, out_w: int, r
     """
     pixels = image if isinstance(image, np.ndarray) else None
     in_h, in_w = pixels.shape[:2] if pixels is not None else image.size[::-1]
+    if pixels is not None and pixels.ndim == 3 and pixels.shape[2] != 3:  # RGBA (do_convert_rgb=False): one PIL
+        image = PIL.Image.fromarray(np.ascontiguousarray(pixels))  # resize, as transformers (no split passes)
+        return np.asarray(image.resize((out_w, out_h), resample, reducing_gap=None))[rows[0]:rows[1],
+                                                                                     cols[0]:cols[1]]
     if (resample in KERNEL_FILTERS and (pixels is not None or image.mode in ("RGB", "L"))
             and pass_order_rule() is not None and kernel_matches_pillow()):
         return kernel_window(image, out_h, out_w, resample, rows, cols)

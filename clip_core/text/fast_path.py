@@ -141,7 +141,7 @@ class Router:
         if req is None:
             raise RuntimeError("cannot bound ftfy's mojibake detector")
         self._bad_re = badness.BADNESS_RE
-        self._bad_req_re = re.compile(char_class(req[0]))
+        self._bad_req_re = re.compile(char_class(req[0]) + "+")
         self._bad_width = req[1]
         self._max_segment = ftfy.TextFixerConfig().max_decode_length
         self._ftfy_ready = True
@@ -192,16 +192,33 @@ class Router:
         }
 
     def _maybe_mojibake(self, text: str) -> bool:
-        """True when ftfy's mojibake detector might fire on one of the segments ``fix_text`` processes."""
+        """True when ftfy's mojibake detector might fire on one of the segments ``fix_text`` processes.
+
+        Every match of the detector holds one of its required characters and is at most ``width`` long, so only
+        the text within ``width`` of such a character can match. Those windows (within one line, as ftfy splits
+        segments at newlines) are merged and each merged span searched once: linear time, where a search per
+        character took quadratic time on long runs of them.
+        """
         width = self._bad_width
-        for m in self._bad_req_re.finditer(text):
-            i = m.start()
-            seg_start = text.rfind("\n", 0, i) + 1
-            seg_end = text.find("\n", i)
-            seg_end = len(text) if seg_end < 0 else seg_end + 1
-            if self._bad_re.search(text[max(seg_start, i - width) : min(seg_end, i + width + 1)]):
+        search = self._bad_re.search
+        seg_start = seg_end = 0  # the line holding the current character (ftfy's segment)
+        span_start = span_end = 0  # the merged window not yet searched
+        for m in self._bad_req_re.finditer(text):  # runs of required characters
+            i, last = m.start(), m.end() - 1
+            if i >= seg_end:
+                seg_start = text.rfind("\n", 0, i) + 1
+                seg_end = text.find("\n", i)
+                seg_end = len(text) if seg_end < 0 else seg_end + 1
+            if last >= seg_end:
+                return True  # a run across lines (a newline among the required characters): assume the worst
+            start, end = max(seg_start, i - width), min(seg_end, last + width + 1)
+            if span_start >= seg_start and start <= span_end:
+                span_end = end  # overlaps the open span on the same line: extend it
+                continue
+            if span_end > span_start and search(text[span_start:span_end]):
                 return True
-        return False
+            span_start, span_end = start, end
+        return span_end > span_start and search(text[span_start:span_end]) is not None
 
     def ftfy_noop(self, text: str) -> bool:
         """True only if ``html.unescape(html.unescape(ftfy.fix_text(text))) == text``."""
