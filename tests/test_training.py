@@ -280,3 +280,21 @@ def test_keras_adamw_is_torchs_formula_and_keras_adam_is_not():
         keras_theirs.apply_gradients([(tf.constant(g), theirs)])
     assert np.abs(ours.numpy() - p.detach().numpy()).max() < 1e-6
     assert np.abs(theirs.numpy() - p.detach().numpy()).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_conformance_gradients_and_train_steps_command(tmp_path, capsys):
+    """`triclip conformance --gradients --train-steps 2`: every parameter by canonical name in every backend and
+    in transformers' autograd, then two AdamW steps against transformers + torch.optim; exit 0, all PASS."""
+    from clip_core.cli import main
+
+    small = CLIPConfig(**{**CONFIG.to_dict(), "text_config": {**CONFIG.text_config.to_dict(), "vocab_size": 200,
+                                                              "num_hidden_layers": 1}})
+    small.save_pretrained(tmp_path)
+    assert main(["conformance", "--gradients", "--train-steps", "2", "--config", str(tmp_path / "config.json"),
+                 "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    for pair in ("pt-tf", "pt-flax", "tf-flax", "pt-hf", "tf-hf", "flax-hf"):
+        assert f"text_model.encoder.layers.0.mlp.fc2.weight {pair}".replace(" ", "") in out.replace(" ", "")
+        assert f"loss step 2 {pair}".replace(" ", "") in out.replace(" ", "")
+    assert "k_proj.bias |g|" in out and "FAIL" not in out and out.count("all within tolerance") == 2

@@ -22,6 +22,10 @@ def register(sub) -> None:
     conf.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
     conf.add_argument("--artifact", type=Path, metavar="OUT", help="an export folder (triclip export): run every "
                       "artifact in its own runtime against the source model (with --checkpoint: recomputed from it)")
+    conf.add_argument("--gradients", action="store_true", help="compare every parameter's gradient of the loss, "
+                      "by canonical name, across backends and with transformers' PyTorch autograd (hf)")
+    conf.add_argument("--train-steps", type=int, metavar="K", help="K AdamW steps in every backend and in "
+                      "transformers + torch.optim: per-step losses and final outputs")
     add_debug(conf)
 
 
@@ -36,6 +40,8 @@ def run(args) -> int:
         print(report.table())
         return 0 if report.ok else EXIT_FAILED
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if args.gradients or args.train_steps is not None:
+        return _run_training_checks(args, backends)
     kwargs = dict(backends=backends, dtype=args.dtype, seed=args.seed)
     if args.config is not None:
         kwargs["config"] = CLIPConfig.from_pretrained(args.config)
@@ -48,3 +54,29 @@ def run(args) -> int:
     report = run_conformance(**kwargs)
     print(report.table())
     return 0 if report.ok else EXIT_FAILED
+
+
+def _run_training_checks(args, backends) -> int:
+    """``--gradients`` and ``--train-steps K`` (float32 only; "hf" joins the backends when installed)."""
+    from clip_core.config import CLIPConfig
+    from conformance.gradients import run_gradient_conformance
+    from conformance.training import run_training_conformance
+
+    if args.dtype != "float32":
+        raise ValueError("--gradients and --train-steps compare float32 training")
+    if args.fixture is not None:
+        raise ValueError("--gradients and --train-steps take --config, --preset or --checkpoint, not --fixture")
+    if "hf" not in backends:
+        backends = backends + ["hf"]
+    kwargs = dict(backends=backends, seed=args.seed, checkpoint=args.checkpoint, preset=args.preset,
+                  config=CLIPConfig.from_pretrained(args.config) if args.config is not None else None)
+    ok = True
+    if args.gradients:
+        report = run_gradient_conformance(**kwargs)
+        print(report.table())
+        ok = ok and report.ok
+    if args.train_steps is not None:
+        report = run_training_conformance(steps=args.train_steps, **kwargs)
+        print(report.table())
+        ok = ok and report.ok
+    return 0 if ok else EXIT_FAILED
