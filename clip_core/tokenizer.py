@@ -36,7 +36,8 @@ import logging
 # Besides what the two classes use: the names this module always offered, importable from it as before.
 from .text.batching import LARGE_INTEGER, PADDING_STRATEGIES, TRUNCATION_STRATEGIES  # noqa: F401
 from .text.bpe import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, OPENAI_NUM_MERGES, bytes_to_unicode, merge_word  # noqa: F401
-from .text.cleaning import CLIP_PATTERN, SPLIT, WORD_PATTERN, finish_clean, load_ftfy, openai_clean  # noqa: F401
+from .text.cleaning import CLIP_PATTERN, SPLIT, SPLIT_PLAIN, WORD_PATTERN, finish_clean, load_ftfy  # noqa: F401
+from .text.cleaning import openai_clean  # noqa: F401
 from .text.fast_path import router as _router
 from .text.files import MERGES_FILE, OPENAI_BPE_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE  # noqa: F401
 from .text.files import TOKENIZER_FILE, VOCAB_FILE  # noqa: F401
@@ -89,9 +90,9 @@ class CLIPTokenizer(_CLIPTokenizerBase):
         self.cache[word] = symbols
         return symbols
 
-    def _words(self, text: str) -> list[str]:
+    def _words(self, text: str, split_special: bool = False) -> list[str]:
         """OpenAI's cleanup and regex split of one string."""
-        return SPLIT.findall(openai_clean(text))
+        return (SPLIT_PLAIN if split_special else SPLIT).findall(openai_clean(text))
 
     def _encode_texts(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
         encoder, unk = self.encoder, self.unk_token_id
@@ -100,7 +101,7 @@ class CLIPTokenizer(_CLIPTokenizerBase):
         out = []
         for text in texts:
             ids: list[int] = []
-            for word in self._words(text):
+            for word in self._words(text, split_special):
                 if word in specials and word in encoder:
                     ids.append(encoder[word])
                     continue
@@ -157,11 +158,12 @@ class CLIPTokenizerFast(FastExtras, _CLIPTokenizerBase):
         self._encode_words = getattr(self._word_tokenizer, "encode_batch_fast", self._word_tokenizer.encode_batch)
         self._encode_plain_words = self._plain_word_tokenizer.encode_batch
 
-    def _words(self, text: str) -> list[str]:
+    def _words(self, text: str, split_special: bool = False) -> list[str]:
         """OpenAI's cleanup and split, skipping ftfy/unescaping when they provably change nothing."""
+        split = SPLIT_PLAIN if split_special else SPLIT
         if self._router.ftfy_noop(text):
-            return SPLIT.findall(finish_clean(text))
-        return SPLIT.findall(openai_clean(text))
+            return split.findall(finish_clean(text))
+        return split.findall(openai_clean(text))
 
     def _encode_texts(self, texts: list[str], split_special: bool = False) -> list[list[int]]:
         fast_ok = self._router.fast_ok
@@ -171,7 +173,7 @@ class CLIPTokenizerFast(FastExtras, _CLIPTokenizerBase):
                 whole.append(text)
                 whole_at.append(i)
             else:
-                split.append(self._words(text))
+                split.append(self._words(text, split_special))
                 split_at.append(i)
         out: list[list[int]] = [None] * len(texts)  # type: ignore[list-item]
         if whole:

@@ -20,6 +20,7 @@ CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p
 WORD_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 SPLIT = regex.compile(CLIP_PATTERN, regex.IGNORECASE)
+SPLIT_PLAIN = regex.compile(WORD_PATTERN, regex.IGNORECASE)  # split_special_tokens: "<|endoftext|>" as plain text
 WHITESPACE = regex.compile(r"\s+")
 
 

@@ -211,8 +211,9 @@ class EncodingAPI:
         for row in rows:
             unpadded = len(row["input_ids"])
             self._pad_one(row, target, padding_side, return_attention_mask)
-            if return_length:  # a batch counts before padding, one sequence after it (transformers)
-                row["length"] = len(row["input_ids"]) if single else unpadded
+            if return_length:  # a batch counts before padding, one sequence after it (the fast class: in a list)
+                row["length"] = (([len(row["input_ids"])] if self.is_fast else len(row["input_ids"])) if single
+                                 else unpadded)
         if single:
             out = BatchEncoding(rows[0])
             return out.convert_to_tensors(return_tensors, prepend_batch_axis=True) if return_tensors else out
