@@ -180,10 +180,15 @@ def nonfinite_parameters(state: Mapping[str, np.ndarray]) -> list[str]:
     bad = []
     for name, value in state.items():
         array = np.asarray(value)
-        if array.dtype.name == "bfloat16" or array.dtype.kind != "f":
-            array = array.astype(np.float32) if array.dtype.name == "bfloat16" else array
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad.append(name)
+        if array.dtype.name == "bfloat16":
+            array = array.astype(np.float32)
+        if array.dtype.kind != "f":
+            continue
+        # the sum is finite when every value is (NaN and inf propagate) and needs no boolean copy of the tensor;
+        # a non-finite sum (which may also be an overflow) is confirmed value by value
+        with np.errstate(all="ignore"):
+            if not np.isfinite(np.add.reduce(array, axis=None)) and not np.isfinite(array).all():
+                bad.append(name)
     return bad
 
 
