@@ -15,6 +15,9 @@ import sys
 from typing import Sequence
 
 SECTIONS = ("yardstick", "models", "tokenizer", "image", "load")
+#: sections run only when named (long): ``train`` is bench/bench_train.py (``--quick`` for its small configs),
+#: ``latency`` bench/latency.py (first calls in fresh processes)
+EXTRA_SECTIONS = ("train", "latency")
 
 
 def _print_table(title: str, rows: list[dict]) -> None:
@@ -80,7 +83,9 @@ def _summary(results: dict) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {SECTIONS + EXTRA_SECTIONS} (default: {SECTIONS})")
+    parser.add_argument("--quick", action="store_true", help="train section: 2-layer towers, batch 8")
     parser.add_argument("--backends", default="pt,tf,flax")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per contender and case (medians)")
@@ -89,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # transformers' TF classes need tf-keras: set before importing
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(EXTRA_SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}")
     backends = [b for b in args.backends.split(",") if b]
@@ -123,6 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         results["load"] = run_load(repeats=min(args.repeats, 3), backends=backends)
         _print_table("loading a ViT-B/32 safetensors checkpoint (CLIPModel)", results["load"])
+    if "train" in sections:
+        from bench.bench_train import run as run_train, summary as train_summary
+
+        results["train"] = run_train(backends, quick=args.quick, repeats=args.repeats)
+        _print_table("training step, ratio = other time / ours (checkpointing: with / without)", results["train"])
+        _print_table("training targets (issue 18)", train_summary(results["train"]))
+    if "latency" in sections:
+        from bench.latency import run as run_latency
+
+        results["latency"] = run_latency(backends, repeats=min(args.repeats, 3))
+        _print_table("latency: first calls (ratio = ours / theirs) and steady state (theirs / ours)",
+                     results["latency"])
     results["summary"] = _summary(results)
     _print_table("targets (issues 4 and 8)", results["summary"])
     if args.json:
