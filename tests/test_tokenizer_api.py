@@ -52,7 +52,7 @@ def test_added_tokens_split_save_and_reload_as_transformers(pair, tmp_path):
         hf_back = type(theirs).from_pretrained(tmp_path / folder)
         assert back(text)["input_ids"] == hf_back(text)["input_ids"] == theirs(text)["input_ids"], folder
         assert back.get_vocab() == hf_back.get_vocab()
-    assert (tmp_path / "ours" / "tokenizer.json").is_file()
+    assert (tmp_path / "ours" / "tokenizer.json").is_file() == (tmp_path / "theirs" / "tokenizer.json").is_file()
 
 
 def test_special_token_attributes_and_ids(pair):

@@ -335,7 +335,7 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
         filename_prefix: str | None = None, push_to_hub: bool = False, **kwargs: Any
     ) -> tuple[str, ...]:
         """Write transformers' layout: ``tokenizer_config.json``, ``special_tokens_map.json``, ``vocab.json``,
-        ``merges.txt`` and ``tokenizer.json`` (loadable by transformers' ``CLIPTokenizer`` /
+        ``merges.txt`` and, from the fast class, ``tokenizer.json`` (loadable by transformers' ``CLIPTokenizer`` /
         ``CLIPTokenizerFast`` and by :meth:`from_pretrained`), each file written atomically.
         """
         if push_to_hub:
@@ -345,7 +345,7 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
             raise FileExistsError(f"save_pretrained needs a directory, {folder} is a file")
         os.makedirs(folder, exist_ok=True)
         files = (*write_settings(folder, self), *self.save_vocabulary(folder, filename_prefix))
-        if legacy_format is not True:
+        if self.is_fast and legacy_format is not True:  # as transformers: the fast class adds tokenizer.json
             files = (*files, write_tokenizer_json(folder, self))
         return files
 
