@@ -39,8 +39,16 @@ def check_text_inputs(config: CLIPTextConfig, shape: Sequence[int], id_range: tu
 
 
 def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpolate_pos_encoding: bool = False,
-                        finite: bool | None = None, name: str = "pixel_values") -> None:
-    """Check ``pixel_values``' NCHW shape (and, when known, that it is finite) against the vision config."""
+                        finite: bool | None = None, name: str = "pixel_values", dtype: Any = None,
+                        span: tuple[float, float] | None = None) -> None:
+    """Check ``pixel_values``' NCHW shape (and, when known, its dtype, that it is finite and that its values fit in
+    float32: ``span`` is its (smallest, largest) value) against the vision config.
+
+    Pixels must be floating point: uint8 / bool / integer / complex arrays are raw images, not model inputs, and
+    are refused with a pointer to the image processor (every backend refuses them alike).
+    """
+    if check_pixel_values(dtype, span, name) is False:
+        finite = False
     if len(shape) != 4:
         raise ValueError(f"{name} must have shape (batch, channels, height, width), found shape {tuple(shape)}")
     if shape[0] == 0:
@@ -59,6 +67,26 @@ def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpol
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def check_pixel_values(dtype: Any = None, span: tuple[float, float] | None = None,
+                       name: str = "pixel_values") -> bool | None:
+    """The dtype and value rules of ``pixel_values`` (see :func:`check_vision_inputs`): ``TypeError`` for a
+    non-float dtype, ``ValueError`` for a value beyond float32's range. Returns False when ``span`` (the smallest
+    and largest value) shows a NaN or an infinity (the caller's shape checks come first), else None."""
+    if dtype is not None and not _is_float_dtype(dtype):
+        raise TypeError(f"{name} must be a floating-point array of normalised pixels, found dtype "
+                        f"{_dtype_name(dtype)}; turn raw images into pixel_values with the image processor "
+                        "(clip_core.image_processing.CLIPImageProcessor, or CLIPProcessor(images=...))")
+    if span is None:
+        return None
+    low, high = float(span[0]), float(span[1])
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return False
+    if max(abs(low), abs(high)) > _FLOAT32_MAX:
+        raise ValueError(f"{name} holds the value {low if abs(low) > abs(high) else high:g}, beyond float32's "
+                         f"range (+-{_FLOAT32_MAX:.4g}): it would become infinite in the model")
+    return None
+
+
 def _dtype_name(dtype: Any) -> str:
     name = getattr(dtype, "name", None) or str(dtype)
     return name.replace("torch.", "").replace("<dtype: '", "").replace("'>", "")
@@ -66,6 +94,77 @@ def _dtype_name(dtype: Any) -> str:
 
 def _is_integer_dtype(dtype: Any) -> bool:
     return _dtype_name(dtype).startswith(("int", "uint"))
+
+
+def _is_float_dtype(dtype: Any) -> bool:
+    return _dtype_name(dtype) in ("float16", "bfloat16", "float32", "float64", "half", "float", "double")
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_attention_mask(shape: Sequence[int], ids_shape: Sequence[int], dtype: Any = None,
+                         bad_value: float | None = None, name: str = "attention_mask") -> None:
+    """The one rule for ``attention_mask`` in every backend: the shape of ``input_ids``, a boolean, integer or
+    floating dtype, and only the values 0 (padding) and 1 (a token). ``bad_value`` is the first value that is
+    neither (see :func:`first_bad_mask_value`), when the values are known. 0.5, 2, -1 or NaN are refused: the
+    backends' arithmetic would each read them differently."""
+    if tuple(shape) != tuple(ids_shape):
+        raise ValueError(f"{name} has shape {tuple(shape)}, expected the shape of input_ids {tuple(ids_shape)}")
+    allowed = dtype is None or _is_integer_dtype(dtype) or _is_float_dtype(dtype) or _dtype_name(dtype) == "bool"
+    if not allowed:
+        raise TypeError(f"{name} must hold 0 and 1 (bool, integer or float), found dtype {_dtype_name(dtype)}")
+    if bad_value is not None:
+        raise ValueError(f"{name} must hold only 0 (padding) and 1 (token), found {float(bad_value):g}")
+
+
+def first_bad_mask_value(values) -> float | None:
+    """The first value of a (numpy-convertible) mask that is neither 0 nor 1 (NaN included), else ``None``."""
+    values = np.asarray(values)
+    if values.dtype == np.bool_:
+        return None
+    bad = values[(values != 0) & (values != 1)]
+    return float(bad.flat[0]) if bad.size else None
+
+
+def check_position_ids(config: CLIPTextConfig, shape: Sequence[int], ids_shape: Sequence[int], dtype: Any = None,
+                       span: tuple[int, int] | None = None, name: str = "position_ids") -> None:
+    """The one rule for ``position_ids``: integers, shape ``(batch or 1, sequence_length)`` matching ``input_ids``
+    (a 1-D row is refused: write ``position_ids[None]``), every value in ``[0, max_position_embeddings)``."""
+    if dtype is not None and not _is_integer_dtype(dtype):
+        raise TypeError(f"{name} must hold integer positions, found dtype {_dtype_name(dtype)}")
+    batch, length = tuple(ids_shape)
+    if len(shape) != 2 or shape[1] != length or shape[0] not in (1, batch):
+        raise ValueError(f"{name} must have shape ({batch} or 1, {length}) matching input_ids, found shape "
+                         f"{tuple(shape)}" + ("; for one row shared by the batch pass position_ids[None]"
+                                              if len(shape) == 1 else ""))
+    if span is not None:
+        low, high = span
+        if low < 0 or high >= config.max_position_embeddings:
+            raise ValueError(f"{name} must lie in [0, {config.max_position_embeddings}), "
+                             f"found {low if low < 0 else high}")
+
+
+def check_class_labels(num_labels: int, shape: Sequence[int], batch: int, dtype: Any = None,
+                       span: tuple[int, int] | None = None, name: str = "labels") -> None:
+    """The one rule for single-label classification ``labels``: integer class indices, one per image, each in
+    ``[0, num_labels)`` or -100 (ignored); ``span`` is the (smallest, largest) label other than -100."""
+    if dtype is not None and not _is_integer_dtype(dtype):
+        raise ValueError(f"{name} must hold integer class indices, got dtype {_dtype_name(dtype)}")
+    if tuple(shape) != (batch,):
+        raise ValueError(f"{name} must hold one integer class index per image, shape ({batch},); found shape "
+                         f"{tuple(shape)}")
+    if span is not None:
+        low, high = span
+        if low < 0 or high >= num_labels:
+            raise ValueError(f"{name} must lie in [0, {num_labels}) (or be -100), found values in [{low}, {high}]")
+
+
+def label_span(values) -> tuple[int, int] | None:
+    """(smallest, largest) of integer labels other than -100 (numpy-convertible), ``None`` when there are none."""
+    values = np.asarray(values).reshape(-1)
+    values = values[values != -100]
+    return (int(values.min()), int(values.max())) if values.size else None
 
 
 def check_batch_sizes(input_ids_shape, pixel_values_shape, return_loss: bool) -> None:
@@ -80,6 +179,7 @@ def pools_at_argmax(config: CLIPTextConfig) -> bool:
 
 
 __all__ = ["PretrainedMixin", "CONFIG_CLASSES", "check_text_inputs", "check_vision_inputs", "check_batch_sizes",
+           "check_pixel_values", "check_attention_mask", "first_bad_mask_value", "check_position_ids", "check_class_labels", "label_span",
            "bicubic_resize_matrix",
            "pools_at_argmax"]
 

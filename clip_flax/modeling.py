@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clip_core.modeling_utils import bicubic_resize_matrix, check_batch_sizes, run_layers, trimmed_text_length
+from clip_core.modeling_utils import (bicubic_resize_matrix, check_batch_sizes, check_class_labels, label_span,
+                                      run_layers, trimmed_text_length)
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
 from clip_core.weights import param_table
@@ -371,6 +372,7 @@ class FlaxCLIPVisionModel(FlaxCLIPPreTrainedModel):
     """The vision tower alone; ``pooler_output`` is the post-layer-normed class token."""
 
     arch = "vision"
+    main_input_name = "pixel_values"
 
     @staticmethod
     def _build(module):
@@ -393,6 +395,7 @@ class FlaxCLIPVisionModelWithProjection(FlaxCLIPPreTrainedModel):
     """The vision tower and its projection; ``image_embeds`` are projected, not normalised."""
 
     arch = "vision_projection"
+    main_input_name = "pixel_values"
 
     @staticmethod
     def _build(module):
@@ -474,7 +477,8 @@ class FlaxCLIPModel(FlaxCLIPPreTrainedModel):
         logits_per_text = jnp.exp(module.logit_scale.astype(jnp.float32)) * text_embeds @ image_embeds.T
         return CLIPOutput(loss=contrastive_loss(logits_per_text) if return_loss else None,
                           logits_per_image=logits_per_text.T, logits_per_text=logits_per_text,
-                          text_embeds=text_embeds, image_embeds=image_embeds,
+                          text_embeds=text_embeds.astype(module.dtype),  # the model's dtype, as transformers
+                          image_embeds=image_embeds.astype(module.dtype),
                           text_model_output=text, vision_model_output=vision)
 
 
@@ -485,6 +489,7 @@ class FlaxCLIPForImageClassification(FlaxCLIPPreTrainedModel):
     """
 
     arch = "image_classification"
+    main_input_name = "pixel_values"
 
     @staticmethod
     def _build(module):
@@ -499,11 +504,11 @@ class FlaxCLIPForImageClassification(FlaxCLIPPreTrainedModel):
         (label -100 is ignored). Returns :class:`ImageClassifierOutput` (or a tuple)."""
         inputs = self._vision_inputs(self.config.vision_config, pixel_values, interpolate_pos_encoding)
         if labels is not None:
-            if np.shape(labels) != np.shape(pixel_values)[:1] or not jnp.issubdtype(jnp.result_type(labels),
-                                                                                    jnp.integer):
-                raise ValueError(f"labels must hold one integer class index per image, shape "
-                                 f"({np.shape(pixel_values)[0]},); found shape {np.shape(labels)} and dtype "
-                                 f"{jnp.result_type(labels)}")
+            labels = labels if hasattr(labels, "dtype") else np.asarray(labels)
+            integer = jnp.issubdtype(labels.dtype, jnp.integer)
+            check_class_labels(param_table(self.config, self.arch)["classifier.bias"].shape[0], np.shape(labels),
+                               np.shape(pixel_values)[0], labels.dtype,
+                               label_span(labels) if integer and not _traced(labels) else None)
             inputs["labels"] = jnp.asarray(labels, dtype=jnp.int32)
         return self._run(self._forward, inputs, params, dropout_rng, train, return_dict,
                          output_attentions=self._flag(output_attentions, "output_attentions"),

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clip_core.modeling_utils import check_text_inputs, check_vision_inputs
+from clip_core.modeling_utils import (check_attention_mask, check_position_ids, check_text_inputs,
+                                      check_vision_inputs, first_bad_mask_value)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
 from clip_core.pretrained import PretrainedMixin
@@ -46,8 +47,22 @@ def _span(values):
     return (int(values.min()), int(values.max())) if values.size else None
 
 
-def _all_finite(values) -> bool:
-    return bool((jnp if isinstance(values, jax.Array) else np).isfinite(values).all())
+def _float_span(values):
+    """(smallest, largest) of a float array as Python floats (NaN when it holds one); ``None`` when empty."""
+    return (float(values.min()), float(values.max())) if values.size else None
+
+
+def _bad_mask_value(values):
+    return first_bad_mask_value(np.asarray(values))
+
+
+def _array(x):
+    """``x`` with a ``dtype``: arrays and tracers pass, Python lists and scalars become numpy arrays."""
+    return x if x is None or hasattr(x, "dtype") else np.asarray(x)
+
+
+def _integer(x) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.integer)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -186,6 +201,14 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         return jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=param_dtype, copy=True), tree)
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, dtype=None, **kwargs):
+        """As :meth:`PretrainedMixin.from_pretrained`; ``dtype="auto"`` keeps the checkpoint's dtype for the
+        parameters and the computation (the one ``config.json`` records, else the weights')."""
+        if isinstance(dtype, str) and dtype == "auto":
+            kwargs.setdefault("param_dtype", "auto")
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, dtype=dtype, **kwargs)
+
+    @classmethod
     def _from_state(cls, config, state, dtype=None, param_dtype=jnp.float32, _do_init: bool = True, **kwargs):
         """A model holding ``state``: ``dtype`` is the computation dtype, ``param_dtype`` the parameters' (float32
         by default, as in transformers). With ``_do_init=False`` returns ``(model, params)``, as transformers does."""
@@ -193,6 +216,11 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
             kwargs.pop(key, None)
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        if isinstance(dtype, str) and dtype == "auto":
+            kinds = {np.asarray(v).dtype.name for v in state.values()}
+            dtype = kinds.pop() if len(kinds) == 1 else "float32"
+        if isinstance(param_dtype, str) and param_dtype == "auto":
+            param_dtype = jnp.float32 if dtype is None else dtype
         model = cls(config, dtype=jnp.float32 if dtype is None else dtype, _do_init=False)
         params = model._tree(state, param_dtype)
         if not _do_init:
@@ -215,20 +243,72 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         finally:
             self._params = own
 
-    def _cast(self, params, dtype):
-        return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), self.params if params is None else params)
+    def _cast(self, params, dtype, mask=None):
+        """transformers' rule: every floating leaf of ``params`` (default ``self.params``) where ``mask`` (a tree
+        of the same structure holding booleans; default all) is True, cast to ``dtype``; a new tree."""
+        params = self.params if params is None else params
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        if mask is None:
+            keep = [True] * len(leaves)
+        else:
+            keep = jax.tree_util.tree_leaves(mask)
+            if len(keep) != len(leaves):
+                raise ValueError(f"mask must have the structure of params ({len(leaves)} leaves), it has "
+                                 f"{len(keep)} leaves")
+        cast = [jnp.asarray(x, dtype) if bool(k) and jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+                for x, k in zip(leaves, keep)]
+        return jax.tree_util.tree_unflatten(treedef, cast)
 
-    def to_bf16(self, params=None):
-        """``params`` (default ``self.params``) cast to bfloat16, as a new tree."""
-        return self._cast(params, jnp.bfloat16)
+    def to_bf16(self, params=None, mask=None):
+        """``params`` (default ``self.params``) cast to bfloat16 where ``mask`` says so, as a new tree
+        (transformers' ``to_bf16(params, mask=None)``)."""
+        return self._cast(params, jnp.bfloat16, mask)
 
-    def to_fp16(self, params=None):
-        """``params`` (default ``self.params``) cast to float16, as a new tree."""
-        return self._cast(params, jnp.float16)
+    def to_fp16(self, params=None, mask=None):
+        """``params`` (default ``self.params``) cast to float16 where ``mask`` says so, as a new tree."""
+        return self._cast(params, jnp.float16, mask)
 
-    def to_fp32(self, params=None):
-        """``params`` (default ``self.params``) cast to float32, as a new tree."""
-        return self._cast(params, jnp.float32)
+    def to_fp32(self, params=None, mask=None):
+        """``params`` (default ``self.params``) cast to float32 where ``mask`` says so, as a new tree."""
+        return self._cast(params, jnp.float32, mask)
+
+    # ------------------------------------------------------------------ transformers' Flax model API
+    main_input_name = "input_ids"
+    base_model_prefix = "clip"
+
+    def init_weights(self, rng, input_shape=None, params=None):
+        """A fresh parameter tree (transformers' initialisation, seeded from the PRNG key ``rng``;
+        ``input_shape`` is ignored: shapes come from the config). With ``params``, the leaves it lacks are
+        filled from the fresh tree (transformers' ``_missing_keys`` rule)."""
+        seed = int(jax.random.randint(rng, (), 0, 2 ** 31 - 1))
+        fresh = self._tree(self.random_state(self.config, seed))
+        if params is None:
+            return fresh
+        from flax.traverse_util import flatten_dict, unflatten_dict
+        merged = flatten_dict(fresh)
+        merged.update(flatten_dict(params))
+        return unflatten_dict(merged)
+
+    @property
+    def required_params(self) -> set:
+        """The parameter tree's leaves as key tuples (``("text_model", "final_layer_norm", "scale")``...)."""
+        from flax.traverse_util import flatten_dict
+        table = self.param_table(self.config)
+        shapes = {name: np.broadcast_to(np.zeros((), np.float32), spec.shape) for name, spec in table.items()}
+        return set(flatten_dict(to_flax_tree(shapes, table)))
+
+    def num_parameters(self, params=None, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """The number of parameters (all trainable here; ``exclude_embeddings`` leaves out the embedding
+        tables)."""
+        from flax.traverse_util import flatten_dict
+        return sum(int(np.prod(np.shape(v))) for k, v in flatten_dict(self.params if params is None else params)
+                   .items() if not (exclude_embeddings and k[-1] == "embedding"))
+
+    def _dtype_name(self) -> str:
+        """The parameters' dtype (what :meth:`save_pretrained` writes and records): the floating leaves' common
+        dtype, float32 when they differ."""
+        kinds = {jnp.result_type(x).name for x in jax.tree_util.tree_leaves(self.params)}
+        return kinds.pop() if len(kinds) == 1 else "float32"
 
     # ------------------------------------------------------------------ inputs and the jitted apply
     def _flag(self, value, name: str) -> bool:
@@ -240,22 +320,15 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         """Checked text inputs as int32 arrays (value checks only when the values are concrete)."""
         if input_ids is None:
             raise ValueError("input_ids is required: you have to specify input_ids")
-        check_text_inputs(config, np.shape(input_ids), _read(input_ids, _span), dtype=getattr(input_ids, "dtype", None))
-        if attention_mask is not None and np.shape(attention_mask) != np.shape(input_ids):
-            raise ValueError(f"attention_mask has shape {np.shape(attention_mask)}, expected the shape of "
-                             f"input_ids {np.shape(input_ids)}")
+        input_ids, attention_mask, position_ids = (_array(x) for x in (input_ids, attention_mask, position_ids))
+        check_text_inputs(config, np.shape(input_ids), _read(input_ids, _span) if _integer(input_ids) else None,
+                          dtype=input_ids.dtype)
+        if attention_mask is not None:
+            check_attention_mask(np.shape(attention_mask), np.shape(input_ids), attention_mask.dtype,
+                                 _read(attention_mask, _bad_mask_value))
         if position_ids is not None:
-            batch, length = np.shape(input_ids)
-            if np.ndim(position_ids) != 2 or np.shape(position_ids)[1] != length or \
-                    np.shape(position_ids)[0] not in (1, batch):
-                raise ValueError(f"position_ids must have shape ({batch} or 1, {length}) matching input_ids, "
-                                 f"found shape {np.shape(position_ids)}")
-            span = _read(position_ids, _span)
-            if span is not None:
-                low, high = span
-                if low < 0 or high >= config.max_position_embeddings:
-                    raise ValueError(f"position_ids must lie in [0, {config.max_position_embeddings}), "
-                                     f"found {low if low < 0 else high}")
+            check_position_ids(config, np.shape(position_ids), np.shape(input_ids), position_ids.dtype,
+                               _read(position_ids, _span) if _integer(position_ids) else None)
         as_int = functools.partial(jnp.asarray, dtype=jnp.int32)
         return dict(input_ids=as_int(input_ids),
                     attention_mask=None if attention_mask is None else as_int(attention_mask),
@@ -266,8 +339,10 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         """Checked NCHW pixels as a float32 array (finiteness checked only when the values are concrete)."""
         if pixel_values is None:
             raise ValueError("pixel_values is required: you have to specify pixel_values")
-        check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding),
-                            _read(pixel_values, _all_finite))
+        pixel_values = _array(pixel_values)
+        floating = jnp.issubdtype(pixel_values.dtype, jnp.floating)
+        check_vision_inputs(config, np.shape(pixel_values), bool(interpolate_pos_encoding), dtype=pixel_values.dtype,
+                            span=_read(pixel_values, _float_span) if floating else None)
         return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
 
     def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,

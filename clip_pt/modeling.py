@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clip_core.modeling_utils import (bicubic_resize_matrix, check_batch_sizes, check_text_inputs, check_vision_inputs,
-                                      run_layers)
+from clip_core.modeling_utils import (bicubic_resize_matrix, check_attention_mask, check_batch_sizes,
+                                      check_class_labels, check_position_ids, check_text_inputs, check_vision_inputs,
+                                      label_span, run_layers)
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
 from clip_pt.pretrained import CLIPPreTrainedModel
@@ -135,6 +137,27 @@ def _linear(x, layer):
     return layer(x)
 
 
+def _as_tensor(value, name: str, device=None):
+    """An input as a torch tensor: tensors pass, numpy arrays and (nested) Python lists are converted (as
+    transformers' users pass them to the TensorFlow and Flax models); anything else is a ``TypeError``."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a torch.Tensor, a numpy array or a nested list of numbers, got "
+                        f"{type(value).__name__} ({err})") from None
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise TypeError(f"{name} must be a torch.Tensor, a numpy array or a nested list of numbers, got "
+                        f"{type(value).__name__} of dtype {array.dtype}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor if device is None else tensor.to(device)
+
+
+def _model_device(module):
+    return next(module.parameters()).device
+
+
 def _no_autograd() -> bool:
     """Whether fresh intermediate tensors may be updated in place (no autograd recording, not compiling)."""
     return not torch.is_grad_enabled() and _concrete()
@@ -162,6 +185,7 @@ class CLIPAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = d // self.num_heads
         self.dropout = config.attention_dropout
+        self.attn_implementation = "sdpa"  # or "eager": CLIPPreTrainedModel.set_attn_implementation
         self.k_proj = nn.Linear(d, d)
         self.v_proj = nn.Linear(d, d)
         self.q_proj = nn.Linear(d, d)
@@ -179,7 +203,7 @@ class CLIPAttention(nn.Module):
         scale = self.head_dim ** -0.5
         dropout = self.dropout if self.training else 0.0
         probs = None
-        if output_attentions:
+        if output_attentions or self.attn_implementation == "eager":
             scores = torch.matmul(q, k.transpose(-1, -2)) * scale
             if bias is not None:
                 scores = scores + bias
@@ -305,18 +329,27 @@ class CLIPTextTransformer(nn.Module):
         (:func:`trim_text`)."""
         if input_ids is None:
             raise ValueError("input_ids is required: you have to specify input_ids")
+        device = _model_device(self)
+        input_ids, attention_mask, position_ids = (_as_tensor(x, name, device) for x, name in (
+            (input_ids, "input_ids"), (attention_mask, "attention_mask"), (position_ids, "position_ids")))
         concrete = _concrete() and input_ids.numel() > 0
         check_text_inputs(self.config, tuple(input_ids.shape),
-                          tuple(int(v) for v in torch.aminmax(input_ids)) if concrete else None,
-                          dtype=input_ids.dtype)
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
-            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected the shape of "
-                             f"input_ids {tuple(input_ids.shape)}")
-        if position_ids is not None and concrete and position_ids.numel() > 0:
-            low, high = (int(v) for v in torch.aminmax(position_ids))
-            if low < 0 or high >= self.config.max_position_embeddings:
-                raise ValueError(f"position_ids must lie in [0, {self.config.max_position_embeddings}), "
-                                 f"found {low if low < 0 else high}")
+                          tuple(int(v) for v in torch.aminmax(input_ids)) if concrete
+                          and input_ids.dtype != torch.bool else None, dtype=input_ids.dtype)
+        if input_ids.dtype not in (torch.int32, torch.int64):  # uint8, int16...: any integer ids index the table
+            input_ids = input_ids.long()
+        if attention_mask is not None:
+            bad = None
+            if concrete and attention_mask.dtype != torch.bool and not attention_mask.dtype.is_complex:
+                wrong = attention_mask[(attention_mask != 0) & (attention_mask != 1)]
+                bad = float(wrong[0]) if wrong.numel() else None
+            check_attention_mask(tuple(attention_mask.shape), tuple(input_ids.shape), attention_mask.dtype, bad)
+        if position_ids is not None:
+            floating = position_ids.dtype.is_floating_point or position_ids.dtype == torch.bool
+            span = tuple(int(v) for v in torch.aminmax(position_ids)) if concrete and not floating \
+                and position_ids.numel() > 0 else None
+            check_position_ids(self.config, tuple(position_ids.shape), tuple(input_ids.shape), position_ids.dtype,
+                               span)
         if pooled_only and concrete:
             input_ids, attention_mask, position_ids = trim_text(input_ids, attention_mask, position_ids,
                                                                 self.config.eos_token_id)
@@ -349,8 +382,12 @@ class CLIPVisionTransformer(nn.Module):
         token alone."""
         if pixel_values is None:
             raise ValueError("pixel_values is required: you have to specify pixel_values")
-        finite = bool(torch.isfinite(pixel_values).all()) if _concrete() else None
-        check_vision_inputs(self.config, tuple(pixel_values.shape), interpolate_pos_encoding, finite)
+        pixel_values = _as_tensor(pixel_values, "pixel_values", _model_device(self))
+        floating = pixel_values.dtype.is_floating_point
+        span = tuple(float(v) for v in torch.aminmax(pixel_values)) if floating and _concrete() \
+            and pixel_values.numel() > 0 else None
+        check_vision_inputs(self.config, tuple(pixel_values.shape), interpolate_pos_encoding, dtype=pixel_values.dtype,
+                            span=span)
         hidden_states = self.pre_layrnorm(self.embeddings(pixel_values))
         rows = torch.zeros(hidden_states.shape[0], dtype=torch.long, device=hidden_states.device) \
             if pooled_only else None
@@ -373,9 +410,10 @@ class CLIPTextModel(CLIPPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None):
         """Encode ``input_ids`` ``[batch, seq]``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
-        out = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
-                              bool(output_hidden_states))
-        return out if return_dict is not False else out.to_tuple()
+        out = self.text_model(input_ids, attention_mask, position_ids,
+                              self._flag(output_attentions, "output_attentions"),
+                              self._flag(output_hidden_states, "output_hidden_states"))
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 class CLIPTextModelWithProjection(CLIPPreTrainedModel):
@@ -390,18 +428,20 @@ class CLIPTextModelWithProjection(CLIPPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None):
         """Encode and project ``input_ids``; returns :class:`CLIPTextModelOutput` (or a tuple)."""
-        text = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
-                               bool(output_hidden_states))
+        text = self.text_model(input_ids, attention_mask, position_ids,
+                               self._flag(output_attentions, "output_attentions"),
+                               self._flag(output_hidden_states, "output_hidden_states"))
         out = CLIPTextModelOutput(text_embeds=_linear(text.pooler_output, self.text_projection),
                                   last_hidden_state=text.last_hidden_state, hidden_states=text.hidden_states,
                                   attentions=text.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 class CLIPVisionModel(CLIPPreTrainedModel):
     """The vision tower alone; ``pooler_output`` is the post-layer-normed class token."""
 
     arch = "vision"
+    main_input_name = "pixel_values"
 
     def _build(self):
         self.vision_model = CLIPVisionTransformer(self.config)
@@ -409,15 +449,16 @@ class CLIPVisionModel(CLIPPreTrainedModel):
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None):
         """Encode NCHW ``pixel_values``; returns :class:`BaseModelOutputWithPooling` (or a tuple)."""
-        out = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
-                                interpolate_pos_encoding)
-        return out if return_dict is not False else out.to_tuple()
+        out = self.vision_model(pixel_values, self._flag(output_attentions, "output_attentions"),
+                                self._flag(output_hidden_states, "output_hidden_states"), interpolate_pos_encoding)
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     """The vision tower and its projection; ``image_embeds`` are projected, not normalised."""
 
     arch = "vision_projection"
+    main_input_name = "pixel_values"
 
     def _build(self):
         self.vision_model = CLIPVisionTransformer(self.config)
@@ -426,12 +467,12 @@ class CLIPVisionModelWithProjection(CLIPPreTrainedModel):
     def forward(self, pixel_values=None, output_attentions=None, output_hidden_states=None,
                 interpolate_pos_encoding=False, return_dict=None):
         """Encode and project NCHW ``pixel_values``; returns :class:`CLIPVisionModelOutput` (or a tuple)."""
-        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
-                                   interpolate_pos_encoding)
+        vision = self.vision_model(pixel_values, self._flag(output_attentions, "output_attentions"),
+                                   self._flag(output_hidden_states, "output_hidden_states"), interpolate_pos_encoding)
         out = CLIPVisionModelOutput(image_embeds=_linear(vision.pooler_output, self.visual_projection),
                                     last_hidden_state=vision.last_hidden_state, hidden_states=vision.hidden_states,
                                     attentions=vision.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 class CLIPModel(CLIPPreTrainedModel):
@@ -463,11 +504,12 @@ class CLIPModel(CLIPPreTrainedModel):
                 return_dict=None):
         """Similarity logits between every text and every image; returns :class:`CLIPOutput` (or a tuple)."""
         if input_ids is not None and pixel_values is not None:
-            check_batch_sizes(tuple(input_ids.shape), tuple(pixel_values.shape), bool(return_loss))
-        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
-                                   interpolate_pos_encoding)
-        text = self.text_model(input_ids, attention_mask, position_ids, bool(output_attentions),
-                               bool(output_hidden_states))
+            check_batch_sizes(tuple(np.shape(input_ids)), tuple(np.shape(pixel_values)), bool(return_loss))
+        vision = self.vision_model(pixel_values, self._flag(output_attentions, "output_attentions"),
+                                   self._flag(output_hidden_states, "output_hidden_states"), interpolate_pos_encoding)
+        text = self.text_model(input_ids, attention_mask, position_ids,
+                               self._flag(output_attentions, "output_attentions"),
+                               self._flag(output_hidden_states, "output_hidden_states"))
         image_embeds = normalize(_linear(vision.pooler_output, self.visual_projection))
         text_embeds = normalize(_linear(text.pooler_output, self.text_projection))
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.t()
@@ -475,7 +517,7 @@ class CLIPModel(CLIPPreTrainedModel):
                          logits_per_image=logits_per_text.t(), logits_per_text=logits_per_text,
                          text_embeds=text_embeds, image_embeds=image_embeds,
                          text_model_output=text, vision_model_output=vision)
-        if return_dict is not False:
+        if self._return_dict(return_dict):
             return out
         return tuple(v.to_tuple() if isinstance(v, BaseModelOutputWithPooling) else v for v in out.to_tuple())
 
@@ -487,6 +529,7 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
     """
 
     arch = "image_classification"
+    main_input_name = "pixel_values"
 
     def _build(self):
         num_labels, hidden = self.param_table(self.config)["classifier.weight"].shape
@@ -498,17 +541,45 @@ class CLIPForImageClassification(CLIPPreTrainedModel):
                 interpolate_pos_encoding=False, return_dict=None):
         """Class logits ``[batch, num_labels]``; with integer ``labels`` also the cross-entropy loss
         (label -100 is ignored). Returns :class:`ImageClassifierOutput` (or a tuple)."""
-        vision = self.vision_model(pixel_values, bool(output_attentions), bool(output_hidden_states),
-                                   interpolate_pos_encoding)
+        vision = self.vision_model(pixel_values, self._flag(output_attentions, "output_attentions"),
+                                   self._flag(output_hidden_states, "output_hidden_states"), interpolate_pos_encoding)
         logits = _linear(vision.last_hidden_state[:, 1:].mean(dim=1), self.classifier)
         loss = None
         if labels is not None:
-            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-                raise ValueError(f"labels must hold integer class indices, got dtype {labels.dtype}")
-            loss = F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1).to(logits.device))
+            loss = self._loss(logits, _as_tensor(labels, "labels", logits.device))
         out = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=vision.hidden_states,
                                     attentions=vision.attentions)
-        return out if return_dict is not False else out.to_tuple()
+        return out if self._return_dict(return_dict) else out.to_tuple()
+
+    def _loss(self, logits, labels):
+        """transformers' rule: ``config.problem_type``, else regression for one label, single-label classification
+        for integer labels, multi-label classification for float labels."""
+        problem = self.config.problem_type
+        if problem is None:  # decided once and kept in the config, as transformers does
+            if self.num_labels == 1:
+                problem = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+            self.config.problem_type = problem
+        if problem == "single_label_classification":
+            concrete = _concrete() and labels.numel() > 0 and not labels.dtype.is_floating_point \
+                and labels.dtype != torch.bool
+            check_class_labels(self.num_labels, tuple(labels.shape), logits.shape[0], labels.dtype,
+                               label_span(labels.cpu().numpy()) if concrete else None)
+            return F.cross_entropy(logits.view(-1, self.num_labels).float(), labels.view(-1).long())
+        if problem == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.float().squeeze(), labels.float().squeeze())
+            return F.mse_loss(logits.float(), labels.float())
+        if problem == "multi_label_classification":
+            if tuple(labels.shape) != tuple(logits.shape):
+                raise ValueError(f"labels for multi-label classification must have the logits' shape "
+                                 f"{tuple(logits.shape)} (one 0/1 target per class), found {tuple(labels.shape)}")
+            return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        raise ValueError(f"config.problem_type must be 'regression', 'single_label_classification' or "
+                         f"'multi_label_classification', got {problem!r}")
 
 
 __all__ = ["CLIPPreTrainedModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",

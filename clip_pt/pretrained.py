@@ -48,6 +48,8 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         self.config = self.check_config(config)
         with torch.device("meta"):
             self._build()
+        if torch.get_default_device().type == "meta":  # built under torch.device("meta"): shapes only, as in torch
+            return
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, ()).item())
         self._assign(self.random_state(self.config, seed))
@@ -88,8 +90,11 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         self.load_state_dict({k: self._tensor(v, dtype) for k, v in state.items()}, strict=True, assign=True)
 
     @classmethod
-    def _from_state(cls, config, state, dtype=None, torch_dtype=None, **kwargs):
-        """A model (in eval mode) holding ``state``; ``torch_dtype`` is accepted as transformers' alias of ``dtype``."""
+    def _from_state(cls, config, state, dtype=None, torch_dtype=None, attn_implementation=None, device_map=None,
+                    **kwargs):
+        """A model (in eval mode) holding ``state``; ``torch_dtype`` is accepted as transformers' alias of ``dtype``,
+        ``attn_implementation`` as in :meth:`set_attn_implementation`, ``device_map`` as one device (``"cpu"``,
+        ``"cuda:0"``, a ``torch.device``, ``{"": device}``, or ``"auto"``: the first GPU if there is one)."""
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected arguments {sorted(kwargs)}")
         if torch_dtype is not None:
@@ -102,6 +107,10 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         with torch.device("meta"):
             model._build()
         model._assign(state, dtype)
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        if device_map is not None:
+            model.to(_one_device(device_map))
         return model.eval()
 
     def export_state(self) -> dict[str, np.ndarray]:
@@ -155,11 +164,142 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing, module._gradient_checkpointing_func = function is not None, function
 
+    # ------------------------------------------------------------------ transformers' model API
+    base_model_prefix = "clip"
+    main_input_name = "input_ids"
+    _ATTENTION = ("sdpa", "eager")
+
+    def _flag(self, value, name: str) -> bool:
+        """An output flag: the argument, else the config's value (transformers' rule)."""
+        return bool(getattr(self.config, name, False) if value is None else value)
+
+    def _return_dict(self, value) -> bool:
+        """Whether to return an output object: the argument, else ``config.use_return_dict``."""
+        return self.config.use_return_dict if value is None else bool(value)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """CLIP does not generate text (transformers' answer too)."""
+        return False
+
+    def set_attn_implementation(self, attn_implementation) -> None:
+        """``"sdpa"`` (``torch.nn.functional.scaled_dot_product_attention``, the default) or ``"eager"`` (the
+        explicit softmax formula), in every attention layer; a dict ``{"text_config": ..., "vision_config": ...}``
+        sets the towers apart. Other implementations (``"flash_attention_2"``, ``"flex_attention"``) are a
+        ``ValueError``: this model has the two."""
+        if isinstance(attn_implementation, dict):
+            for key, value in attn_implementation.items():
+                tower = {"text_config": "text_model", "vision_config": "vision_model", "": None}.get(key, key)
+                module = self if tower is None else getattr(self, tower, None)
+                if module is None:
+                    raise ValueError(f"attn_implementation: {type(self).__name__} has no {key}")
+                _set_attention(module, self._check_attention(value))
+        else:
+            _set_attention(self, self._check_attention(attn_implementation))
+        self.config._attn_implementation = self._attention_of(self)
+
+    @classmethod
+    def _check_attention(cls, name):
+        if name not in cls._ATTENTION:
+            raise ValueError(f"attn_implementation={name!r} is not supported: choose 'sdpa' (the default) or "
+                             "'eager'")
+        return name
+
+    @staticmethod
+    def _attention_of(module) -> str:
+        names = {m.attn_implementation for m in module.modules() if hasattr(m, "attn_implementation")}
+        return names.pop() if len(names) == 1 else "mixed"
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The text tower's token embedding table (text models) or the vision tower's patch convolution (vision
+        models), as transformers returns them; ``CLIPModel`` and ``CLIPForImageClassification`` have none
+        (``NotImplementedError``, as in transformers)."""
+        if hasattr(self, "text_model") and not hasattr(self, "vision_model"):
+            return self.text_model.embeddings.token_embedding
+        if hasattr(self, "vision_model") and not hasattr(self, "text_model") and self.arch != "image_classification":
+            return self.vision_model.embeddings.patch_embedding
+        raise NotImplementedError(f"get_input_embeddings: {type(self).__name__} has two inputs (or none); use "
+                                  "model.text_model.embeddings.token_embedding or "
+                                  "model.vision_model.embeddings.patch_embedding")
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace what :meth:`get_input_embeddings` returns."""
+        self.get_input_embeddings()  # the same errors
+        if hasattr(self, "text_model"):
+            if not isinstance(value, nn.Embedding) or value.embedding_dim != self.config.hidden_size:
+                raise ValueError(f"set_input_embeddings needs an nn.Embedding of width {self.config.hidden_size}")
+            self.text_model.embeddings.token_embedding = value
+            self.config.vocab_size = value.num_embeddings
+        else:
+            self.vision_model.embeddings.patch_embedding = value
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Resize the text tower's token table to ``new_num_tokens`` rows (rounded up to ``pad_to_multiple_of``):
+        the old rows kept, new rows drawn around the old rows' mean (``mean_resizing``, transformers' default) or
+        from transformers' init (normal, std ``0.02 * initializer_factor``); ``config.vocab_size`` follows."""
+        table = self.get_input_embeddings()
+        if not isinstance(table, nn.Embedding):
+            raise NotImplementedError(f"{type(self).__name__} has no token embeddings to resize")
+        old, dim = table.weight.shape
+        size = old if new_num_tokens is None else int(new_num_tokens)
+        if pad_to_multiple_of is not None:
+            size = -(-size // int(pad_to_multiple_of)) * int(pad_to_multiple_of)
+        if size <= 0:
+            raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
+        if size == old:
+            return table
+        weight = table.weight.detach()
+        new = torch.empty(size, dim, dtype=weight.dtype, device=weight.device)
+        keep = min(old, size)
+        new[:keep] = weight[:keep]
+        if size > old:
+            if mean_resizing:
+                rows = weight.float()
+                mean = rows.mean(0)
+                centred = rows - mean
+                covariance = centred.T @ centred / old
+                noise = torch.distributions.MultivariateNormal(
+                    mean, covariance_matrix=1e-9 * covariance + 1e-12 * torch.eye(dim)).sample((size - old,))
+                new[old:] = noise.to(weight.dtype)
+            else:
+                new[old:] = torch.randn(size - old, dim) * (0.02 * self.config.initializer_factor)
+        embedding = nn.Embedding(size, dim, _weight=new)
+        embedding.weight.requires_grad_(table.weight.requires_grad)
+        self.set_input_embeddings(embedding)
+        return embedding
+
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of parameters (optionally only those requiring grad, or without the embedding tables)."""
         skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
         return sum(p.numel() for p in self.parameters()
                    if id(p) not in skip and (p.requires_grad or not only_trainable))
+
+
+def _set_attention(module: nn.Module, name: str) -> None:
+    for m in module.modules():
+        if hasattr(m, "attn_implementation"):
+            m.attn_implementation = name
+
+
+def _one_device(device_map) -> torch.device:
+    """The one device a ``device_map`` names (transformers' multi-device maps are not supported: one model, one
+    device)."""
+    if isinstance(device_map, dict):
+        devices = set(device_map.values())
+        if len(devices) != 1:
+            raise ValueError(f"device_map over several devices ({sorted(map(str, devices))}) is not supported: "
+                             "the model lives on one device")
+        device_map = devices.pop()
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device_map, int):
+        return torch.device("cuda", device_map)
+    try:
+        return torch.device(device_map)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device_map must be a device (\"cpu\", \"cuda:0\", a torch.device), {{'': device}} or "
+                         f"\"auto\"; got {device_map!r} ({err})") from None
 
 
 __all__ = ["CLIPPreTrainedModel"]

@@ -363,6 +363,7 @@ class TFCLIPVisionModel(TFCLIPPreTrainedModel):
     """The vision tower alone (``CLIPVisionConfig``): ``last_hidden_state`` and the post-layernormed class token."""
 
     arch = "vision"
+    main_input_name = "pixel_values"
     serving_inputs = {"pixel_values": tf.float32}
 
     def _build(self):
@@ -378,6 +379,7 @@ class TFCLIPVisionModelWithProjection(TFCLIPPreTrainedModel):
     """The vision tower and ``visual_projection``: ``image_embeds`` (unnormalised) and the tower's states."""
 
     arch = "vision_projection"
+    main_input_name = "pixel_values"
     serving_inputs = {"pixel_values": tf.float32}
 
     def _build(self):
@@ -444,6 +446,7 @@ class TFCLIPForImageClassification(TFCLIPPreTrainedModel):
     """The vision tower with a linear classifier on the mean of the patch tokens' final states."""
 
     arch = "image_classification"
+    main_input_name = "pixel_values"
     serving_inputs = {"pixel_values": tf.float32}
 
     def _build(self):

@@ -15,7 +15,9 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
-from clip_core.modeling_utils import check_batch_sizes, check_text_inputs, check_vision_inputs
+from clip_core.modeling_utils import (_is_integer_dtype, check_attention_mask, check_batch_sizes,
+                                      check_pixel_values, check_text_inputs, check_vision_inputs,
+                                      first_bad_mask_value)
 from clip_core.outputs import ModelOutput
 from clip_core.pretrained import PretrainedMixin
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
@@ -202,6 +204,69 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
                    if (id(v) in trainable or not only_trainable)
                    and not (exclude_embeddings and self.table[name].kind == "embedding"))
 
+    # ------------------------------------------------------------------ transformers' / Keras' model API
+    main_input_name = "input_ids"
+    base_model_prefix = "clip"
+    _SAVE_KWARGS = ("saved_model", "version", "signatures")
+
+    def get_config(self) -> dict:
+        """The config as a dict (Keras' ``get_config``, as transformers' TF models return it)."""
+        return self.config.to_dict()
+
+    def summary(self, print_fn=print) -> None:
+        """A Keras-style table: each tower and head with its parameter count, then the totals."""
+        groups: dict[str, int] = {}
+        for name, variable in self.params.items():
+            key = name.split(".")[0]
+            groups[key] = groups.get(key, 0) + int(np.prod(variable.shape))
+        lines = [f'Model: "{type(self).__name__}"', "-" * 50, f"{'Layer':<32}{'Param #':>18}", "=" * 50]
+        lines += [f"{key:<32}{count:>18,}" for key, count in groups.items()]
+        total, trainable = self.num_parameters(), self.num_parameters(only_trainable=True)
+        lines += ["=" * 50, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "-" * 50]
+        for line in lines:
+            print_fn(line)
+
+    def _after_save(self, save_directory, saved_model: bool = False, version: int = 1, signatures=None) -> None:
+        """``save_pretrained(..., saved_model=True)``: also a SavedModel in ``saved_model/<version>`` with the
+        serving signature (transformers' layout), written to a temporary folder and renamed."""
+        if not saved_model:
+            return
+        import os
+        import shutil
+        import tempfile
+        target = os.path.join(save_directory, "saved_model", str(version))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(target))
+        try:
+            tf.saved_model.save(self, tmp, signatures=signatures if signatures is not None else self.serving)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+
+    def prepare_tf_dataset(self, dataset, batch_size: int = 8, shuffle: bool = True, tokenizer=None,
+                           collate_fn=None, collate_fn_args=None, drop_remainder=None, prefetch: bool = True):
+        """A ``tf.data.Dataset`` from a Hugging Face ``datasets.Dataset``, as transformers' method makes it: the
+        columns the model's ``call`` takes (``input_ids``, ``pixel_values``, ``attention_mask``...), batched."""
+        if not hasattr(dataset, "to_tf_dataset"):
+            raise TypeError(f"prepare_tf_dataset needs a datasets.Dataset, got {type(dataset).__name__}")
+        if tokenizer is not None and collate_fn is None:
+            def collate_fn(features, pad=tokenizer.pad):
+                return dict(pad(features, return_tensors="np"))
+        parameters = _signature(self.call).parameters
+        columns = [name for name in dataset.column_names if name in parameters and name not in ("labels",)]
+        if not columns:
+            raise ValueError(f"the dataset has none of the model's inputs ({', '.join(_TENSOR_ARGS)}); its columns "
+                             f"are {dataset.column_names}")
+        labels = [name for name in ("labels", "label") if name in dataset.column_names]
+        return dataset.to_tf_dataset(columns=columns, label_cols=labels or None, batch_size=batch_size,
+                                     shuffle=shuffle, collate_fn=collate_fn, collate_fn_args=collate_fn_args,
+                                     drop_remainder=bool(drop_remainder) if drop_remainder is not None else shuffle,
+                                     prefetch=prefetch)
+
     # ------------------------------------------------------------------ training
     def gradient_checkpointing_enable(self) -> None:
         """Recompute every encoder layer's activations for the gradient instead of keeping them
@@ -257,6 +322,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         signature = _signature(method)
         arguments = signature.bind(*args, **kwargs).arguments
         given = {name: arguments.pop(name) for name in _TENSOR_ARGS if arguments.get(name) is not None}
+        self._resolve_flags(arguments, signature.parameters)
         ids_dtype = _dtype_of(given["input_ids"]) if "input_ids" in given else None
         tensors = {name: self._convert(name, value) for name, value in given.items()}
         eager = tf.executing_eagerly()
@@ -278,7 +344,23 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
             out = method(**tensors, **arguments)
         return _to_tuple(out) if return_dict is False else out
 
+    def _resolve_flags(self, arguments, parameters) -> None:
+        """The flags as Python values: output flags and ``return_dict`` not given (or ``None``) take the config's
+        value (transformers' rule); numpy / eager TensorFlow booleans (``np.array(True)``) become ``bool``."""
+        for name, value in arguments.items():
+            if isinstance(value, (np.ndarray, np.generic)) or isinstance(value, tf.Tensor) and hasattr(value, "numpy"):
+                value = np.asarray(value)
+                if value.size != 1:
+                    raise ValueError(f"{name} must be one boolean, got an array of shape {value.shape}")
+                arguments[name] = value.item()
+        for name in ("output_attentions", "output_hidden_states"):
+            if name in parameters and arguments.get(name) is None:
+                arguments[name] = bool(getattr(self.config, name, False))
+        if "return_dict" in parameters and arguments.get("return_dict") is None:
+            arguments["return_dict"] = self.config.use_return_dict
+
     def _convert(self, name, value):
+        self._check_raw(name, value)
         if isinstance(value, (tf.Tensor, tf.Variable)):
             if name == "labels" and not value.dtype.is_integer:
                 raise ValueError(f"labels must hold integer class indices, got dtype {value.dtype.name}")
@@ -296,6 +378,30 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
             raise ValueError(f"{name} must be numeric, got dtype {value.dtype}")
         return tf.constant(value, dtype=self.dtype)
+
+    @staticmethod
+    def _check_raw(name, value):
+        """The rules of :mod:`clip_core.modeling_utils` that need the input as given, before the cast to int32 or
+        the model's dtype would hide it: non-float pixels, pixels beyond float32, mask values other than 0/1,
+        non-integer positions (values only when they are concrete)."""
+        if name not in ("pixel_values", "attention_mask", "position_ids"):
+            return
+        symbolic = isinstance(value, (tf.Tensor, tf.Variable)) and not hasattr(value, "numpy")
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            dtype = value.dtype.name
+            values = None if symbolic or not value.shape.num_elements() else value.numpy()
+        else:
+            values = np.asarray(value)
+            dtype, values = values.dtype, (values if values.size else None)
+        if name == "pixel_values":
+            floating = values is not None and np.issubdtype(values.dtype, np.floating) or \
+                values is not None and values.dtype.name == "bfloat16"
+            check_pixel_values(dtype, (float(values.min()), float(values.max())) if floating else None)
+        elif name == "attention_mask":
+            check_attention_mask((), (), dtype, None if values is None or values.dtype.kind == "c"
+                                 else first_bad_mask_value(values))
+        elif not _is_integer_dtype(dtype):
+            raise TypeError(f"position_ids must hold integer positions, found dtype {dtype}")
 
     def _check_inputs(self, tensors, arguments, eager, parameters, ids_dtype=None):
         """Shapes always (as far as they are known); id ranges and finite pixels when the values are concrete
