@@ -137,7 +137,7 @@ def main(argv=None) -> None:
     rows = run(args.preset, [int(b) for b in args.batches.split(",")], args.repeats, args.formats.split(","),
                args.min_seconds)
     for row in rows:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+        print(json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
