@@ -70,6 +70,13 @@ def _dtype_of(name: str, code: str, path) -> tuple[np.dtype, str | None]:
 
 
 def _read_into(handle, array: np.ndarray, offset: int, name: str) -> None:
+    """Fill ``array`` with the file's bytes from ``offset``: the one copy of an owned read (page cache -> array).
+
+    One read per tensor, each into its own ``np.empty``: measured against a single ``readinto`` of the whole data
+    section into one buffer (tests/test_load_copies.py, docs/performance.md), that one big read cost 3-5x the kernel
+    time (faulting a fresh transparent-huge-page region inside ``read``), and one buffer would keep every tensor
+    alive while any is (a tower loaded from a full CLIP file would hold the other tower too).
+    """
     view = memoryview(array.reshape(-1).view(np.uint8))
     handle.seek(offset)
     filled = 0
