@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, decays, learning_rate, trainable_names
+from clip_core.tasks.training import (LOGIT_SCALE_MAX, OPTIMIZER_FORMAT, TrainingConfig, check_optimizer_state, decays,
+                                      enable_checkpointing, learning_rate, trainable_names)
 from clip_core.weights import flax_path, from_flax_tree, to_flax_tree
 from clip_flax.modeling import normalize
 
-OPTIMIZER_FORMAT = "triclip-adamw/1"
 
 
 def _scale(logit_scale, clamp):
@@ -103,7 +103,7 @@ class Trainer:
         self.table = model.param_table(model.config)
         self.trainable = trainable_names(self.table, cfg)
         if cfg.grad_checkpointing:
-            _enable_checkpointing(model)
+            enable_checkpointing(model)
         keep = set(self.trainable)
         frozen = _tree(self.table, lambda n: n not in keep)
         decay = _tree(self.table, lambda n: n in keep and decays(n, self.table))
@@ -170,7 +170,7 @@ class Trainer:
 
     def load_optimizer_state(self, arrays, meta) -> None:
         """Resume from :meth:`optimizer_state`'s output (of any backend)."""
-        _check_state(arrays, meta, self.trainable, {n: self.table[n].shape for n in self.trainable})
+        check_optimizer_state(arrays, meta, self.trainable, {n: self.table[n].shape for n in self.trainable})
         trees = {}
         for key, field in (("exp_avg", "mu"), ("exp_avg_sq", "nu")):
             state = {n: np.zeros(spec.shape, np.float32) for n, spec in self.table.items()}
@@ -182,25 +182,3 @@ class Trainer:
     def export_state(self) -> dict[str, np.ndarray]:
         """The model's canonical state now (copies)."""
         return {k: np.array(v) for k, v in self.model.export_state(self.params).items()}
-
-
-def _check_state(arrays, meta, names, shapes) -> None:
-    """Clear errors for an optimizer state of another format, model or freezing."""
-    if not isinstance(meta, dict) or meta.get("format") != OPTIMIZER_FORMAT:
-        raise ValueError(f"optimizer state format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                         f"expected {OPTIMIZER_FORMAT!r}")
-    for name in names:
-        for key in ("exp_avg", "exp_avg_sq"):
-            value = arrays.get(f"{key}.{name}")
-            if value is None:
-                raise ValueError(f"optimizer state has no {key}.{name} (saved with other frozen parameters?)")
-            if tuple(np.shape(value)) != tuple(shapes[name]):
-                raise ValueError(f"optimizer state {key}.{name} has shape {tuple(np.shape(value))}, "
-                                 f"expected {tuple(shapes[name])}")
-
-
-def _enable_checkpointing(model) -> None:
-    enable = getattr(model, "gradient_checkpointing_enable", None)
-    if enable is None:
-        raise NotImplementedError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
-    enable()

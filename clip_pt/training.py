@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, decays, learning_rate, trainable_names
+from clip_core.tasks.training import (LOGIT_SCALE_MAX, OPTIMIZER_FORMAT, TrainingConfig, check_optimizer_state, decays,
+                                      enable_checkpointing, learning_rate, trainable_names)
 from clip_pt.modeling import normalize
 
-OPTIMIZER_FORMAT = "triclip-adamw/1"
 
 
 def _scale(logit_scale, clamp):
@@ -74,7 +74,7 @@ class Trainer:
         self.table = model.param_table(model.config)
         self.trainable = trainable_names(self.table, cfg)
         if cfg.grad_checkpointing:
-            _enable_checkpointing(model)
+            enable_checkpointing(model)
         self._params = dict(model.named_parameters())
         keep = set(self.trainable)
         for name, param in self._params.items():
@@ -148,7 +148,7 @@ class Trainer:
 
     def load_optimizer_state(self, arrays, meta) -> None:
         """Resume from :meth:`optimizer_state`'s output (of any backend)."""
-        _check_state(arrays, meta, self.trainable, {n: tuple(self._params[n].shape) for n in self.trainable})
+        check_optimizer_state(arrays, meta, self.trainable, {n: tuple(self._params[n].shape) for n in self.trainable})
         step = int(meta["step"])
         for name in self.trainable:
             param = self._params[name]
@@ -162,25 +162,3 @@ class Trainer:
     def export_state(self) -> dict[str, np.ndarray]:
         """The model's canonical state now (copies)."""
         return {k: np.array(v) for k, v in self.model.export_state().items()}
-
-
-def _check_state(arrays, meta, names, shapes) -> None:
-    """Clear errors for an optimizer state of another format, model or freezing."""
-    if not isinstance(meta, dict) or meta.get("format") != OPTIMIZER_FORMAT:
-        raise ValueError(f"optimizer state format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                         f"expected {OPTIMIZER_FORMAT!r}")
-    for name in names:
-        for key in ("exp_avg", "exp_avg_sq"):
-            value = arrays.get(f"{key}.{name}")
-            if value is None:
-                raise ValueError(f"optimizer state has no {key}.{name} (saved with other frozen parameters?)")
-            if tuple(np.shape(value)) != shapes[name]:
-                raise ValueError(f"optimizer state {key}.{name} has shape {tuple(np.shape(value))}, "
-                                 f"expected {shapes[name]}")
-
-
-def _enable_checkpointing(model) -> None:
-    enable = getattr(model, "gradient_checkpointing_enable", None)
-    if enable is None:
-        raise NotImplementedError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
-    enable()

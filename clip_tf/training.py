@@ -20,11 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, decays, learning_rate, trainable_names
+from clip_core.tasks.training import (LOGIT_SCALE_MAX, OPTIMIZER_FORMAT, TrainingConfig, check_optimizer_state, decays,
+                                      enable_checkpointing, learning_rate, trainable_names)
 from clip_core.weights import from_framework_layout, to_framework_layout
 from clip_tf.modeling import normalize
 
-OPTIMIZER_FORMAT = "triclip-adamw/1"
 
 
 def _scale(logit_scale, clamp):
@@ -141,7 +141,7 @@ class Trainer:
         self.table = model.param_table(model.config)
         self.trainable = trainable_names(self.table, cfg)
         if cfg.grad_checkpointing:
-            _enable_checkpointing(model)
+            enable_checkpointing(model)
         self._vars = [model.params[n] for n in self.trainable]
         self.optimizer = AdamW(CosineSchedule(cfg), cfg.betas[0], cfg.betas[1], cfg.eps, cfg.weight_decay)
         self.optimizer.build(self._vars)
@@ -205,7 +205,7 @@ class Trainer:
 
     def load_optimizer_state(self, arrays, meta) -> None:
         """Resume from :meth:`optimizer_state`'s output (of any backend)."""
-        _check_state(arrays, meta, self.trainable, {n: self.table[n].shape for n in self.trainable})
+        check_optimizer_state(arrays, meta, self.trainable, {n: self.table[n].shape for n in self.trainable})
         for i, name in enumerate(self.trainable):
             kind = self.table[name].kind
             self.optimizer._m[i].assign(to_framework_layout(np.asarray(arrays[f"exp_avg.{name}"]), kind, "tf"))
@@ -215,25 +215,3 @@ class Trainer:
     def export_state(self) -> dict[str, np.ndarray]:
         """The model's canonical state now (copies)."""
         return {k: np.array(v) for k, v in self.model.export_state().items()}
-
-
-def _check_state(arrays, meta, names, shapes) -> None:
-    """Clear errors for an optimizer state of another format, model or freezing."""
-    if not isinstance(meta, dict) or meta.get("format") != OPTIMIZER_FORMAT:
-        raise ValueError(f"optimizer state format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                         f"expected {OPTIMIZER_FORMAT!r}")
-    for name in names:
-        for key in ("exp_avg", "exp_avg_sq"):
-            value = arrays.get(f"{key}.{name}")
-            if value is None:
-                raise ValueError(f"optimizer state has no {key}.{name} (saved with other frozen parameters?)")
-            if tuple(np.shape(value)) != tuple(shapes[name]):
-                raise ValueError(f"optimizer state {key}.{name} has shape {tuple(np.shape(value))}, "
-                                 f"expected {tuple(shapes[name])}")
-
-
-def _enable_checkpointing(model) -> None:
-    enable = getattr(model, "gradient_checkpointing_enable", None)
-    if enable is None:
-        raise NotImplementedError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
-    enable()

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import numpy as np
+
 #: OpenAI's bound on the learned temperature: ``exp(logit_scale) <= 100``
 LOGIT_SCALE_MAX = math.log(100.0)
 #: the kinds of parameter that get weight decay (see :mod:`clip_core.weights`)
@@ -168,3 +170,33 @@ def trainable_names(table: Mapping, cfg: TrainingConfig) -> list[str]:
     if not names:
         raise ValueError("every parameter is frozen: nothing to train")
     return names
+
+
+# ---------------------------------------------------------------------------------------------- optimizer state
+#: The format tag of an optimizer state saved by any backend's Trainer (canonical names and layouts).
+OPTIMIZER_FORMAT = "triclip-adamw/1"
+
+
+def check_optimizer_state(arrays: Mapping, meta, names: Sequence[str], shapes: Mapping[str, Sequence[int]]) -> None:
+    """Clear errors for an optimizer state of another format, model or freezing: every trainable ``name`` needs
+    ``exp_avg.<name>`` and ``exp_avg_sq.<name>`` of its canonical shape."""
+    if not isinstance(meta, dict) or meta.get("format") != OPTIMIZER_FORMAT:
+        raise ValueError(f"optimizer state format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                         f"expected {OPTIMIZER_FORMAT!r}")
+    for name in names:
+        for key in ("exp_avg", "exp_avg_sq"):
+            value = arrays.get(f"{key}.{name}")
+            if value is None:
+                raise ValueError(f"optimizer state has no {key}.{name} (saved with other frozen parameters?)")
+            if tuple(np.shape(value)) != tuple(shapes[name]):
+                raise ValueError(f"optimizer state {key}.{name} has shape {tuple(np.shape(value))}, "
+                                 f"expected {tuple(shapes[name])}")
+
+
+def enable_checkpointing(model) -> None:
+    """``model.gradient_checkpointing_enable()``, or a clear error for a model without it."""
+    enable = getattr(model, "gradient_checkpointing_enable", None)
+    if enable is None:
+        raise NotImplementedError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
+    enable()
+
