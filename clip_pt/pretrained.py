@@ -48,6 +48,7 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         self.config = self.check_config(config)
         with torch.device("meta"):
             self._build()
+        self._record_attention()
         if torch.get_default_device().type == "meta":  # built under torch.device("meta"): shapes only, as in torch
             return
         if seed is None:
@@ -107,6 +108,7 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         with torch.device("meta"):
             model._build()
         model._assign(state, dtype)
+        model._record_attention()
         if attn_implementation is not None:
             model.set_attn_implementation(attn_implementation)
         if device_map is not None:
@@ -177,6 +179,34 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         """Whether to return an output object: the argument, else ``config.use_return_dict``."""
         return self.config.use_return_dict if value is None else bool(value)
 
+    # what transformers' test mixins and integrations look up on the class
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _keep_in_fp32_modules = None
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """Whether :meth:`set_attn_implementation` may switch the attention (always, here)."""
+        return True
+
+    @classmethod
+    def _from_config(cls, config, dtype=None, torch_dtype=None, attn_implementation=None, **kwargs):
+        """transformers' ``Model._from_config(config, ...)``: a random model in ``dtype`` with the attention
+        ``attn_implementation`` (or ``config._attn_implementation``)."""
+        model = cls(config, **kwargs)
+        dtype = torch_dtype if dtype is None else dtype
+        if dtype is not None:
+            model.to(model._dtype(dtype))
+        attention = attn_implementation or getattr(config, "_attn_implementation", None)
+        if isinstance(attention, str) and attention in cls._ATTENTION:
+            model.set_attn_implementation(attention)
+        return model
+
+    def get_output_embeddings(self):
+        """None: CLIP has no output embedding table (transformers' answer too)."""
+        return None
+
     @classmethod
     def can_generate(cls) -> bool:
         """CLIP does not generate text (transformers' answer too)."""
@@ -196,13 +226,20 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
                 _set_attention(module, self._check_attention(value))
         else:
             _set_attention(self, self._check_attention(attn_implementation))
+        self._record_attention()
+
+    def _record_attention(self) -> None:
+        """``config._attn_implementation`` (and each tower config's) says what the layers run, as in transformers."""
         self.config._attn_implementation = self._attention_of(self)
+        for key, tower in (("text_config", "text_model"), ("vision_config", "vision_model")):
+            if hasattr(self.config, key) and hasattr(self, tower):
+                getattr(self.config, key)._attn_implementation = self._attention_of(getattr(self, tower))
 
     @classmethod
     def _check_attention(cls, name):
         if name not in cls._ATTENTION:
-            raise ValueError(f"attn_implementation={name!r} is not supported: choose 'sdpa' (the default) or "
-                             "'eager'")
+            raise ValueError(f'Specified `attn_implementation="{name}"` is not supported: choose "sdpa" (the '
+                             'default) or "eager"')
         return name
 
     @staticmethod
@@ -226,10 +263,11 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         """Replace what :meth:`get_input_embeddings` returns."""
         self.get_input_embeddings()  # the same errors
         if hasattr(self, "text_model"):
-            if not isinstance(value, nn.Embedding) or value.embedding_dim != self.config.hidden_size:
-                raise ValueError(f"set_input_embeddings needs an nn.Embedding of width {self.config.hidden_size}")
+            if not isinstance(value, nn.Module):
+                raise TypeError(f"set_input_embeddings needs an nn.Module, got {type(value).__name__}")
             self.text_model.embeddings.token_embedding = value
-            self.config.vocab_size = value.num_embeddings
+            if isinstance(value, nn.Embedding):
+                self.config.vocab_size = value.num_embeddings
         else:
             self.vision_model.embeddings.patch_embedding = value
 
