@@ -174,6 +174,22 @@ def read_reference(folder: str | os.PathLike) -> tuple[list[dict[str, np.ndarray
     return cases, float(cases[0]["logit_scale"])
 
 
+def export_model(module, model, out: str | os.PathLike, to, dtype=None, overwrite: bool = False,
+                 source: str | None = None) -> dict:
+    """What each backend's ``export()`` does, through that backend's ``module`` (its ``export.py``): check the
+    formats and dtype, then write the reference outputs, the artifacts and ``export.json`` into one staged folder
+    that appears as ``out`` only when everything is written. Returns the manifest."""
+    formats = check_formats(to, module.BACKEND)
+    dtype = check_dtype(dtype, formats)
+    module._check_model(model)
+    with staged_folder(out, overwrite) as folder:
+        cases = reference_inputs(model.config)
+        write_reference(folder, cases, module.reference_outputs(model, cases))
+        records = module.write_artifacts(model, folder, formats, dtype)
+        manifest = write_manifest(folder, records, model.config, dtype, source)
+    return manifest
+
+
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, to="all", dtype=None,
                       overwrite: bool = False) -> dict:
     """Export a checkpoint (any format) to ``out`` in the formats ``to``: each format's backend loads it (in

@@ -10,6 +10,7 @@ and mask ``[batch, length]``, float32 NCHW pixels, float32 outputs.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -19,6 +20,7 @@ from jax import export as jax_export
 
 from clip_core import exporting
 
+BACKEND = "flax"
 _STABLEHLO_FILES = {"text_features": "text.stablehlo", "image_features": "vision.stablehlo",
                     "forward": "model.stablehlo"}
 
@@ -30,15 +32,7 @@ def export(model, out_dir: str | os.PathLike, to="stablehlo", dtype=None, overwr
 
     The folder appears only when everything is written; an existing ``out_dir`` needs ``overwrite=True``.
     """
-    formats = exporting.check_formats(to, "flax")
-    dtype = exporting.check_dtype(dtype, formats)
-    _check_model(model)
-    with exporting.staged_folder(out_dir, overwrite) as folder:
-        cases = exporting.reference_inputs(model.config)
-        exporting.write_reference(folder, cases, reference_outputs(model, cases))
-        records = write_artifacts(model, folder, formats, dtype)
-        manifest = exporting.write_manifest(folder, records, model.config, dtype, source)
-    return manifest
+    return exporting.export_model(sys.modules[__name__], model, out_dir, to, dtype, overwrite, source)
 
 
 def write_artifacts(model, folder: str | os.PathLike, formats, dtype: str) -> list[dict]:

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import io
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from clip_core import exporting
 
+BACKEND = "pt"
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ONNX_FILES = {"text_features": "text.onnx", "image_features": "vision.onnx", "forward": "model.onnx"}
 _INLINE_LIMIT = 1_800_000_000  # bytes of weights an ONNX file holds inline; above it they go to a .data file
@@ -34,15 +36,7 @@ def export(model, out_dir: str | os.PathLike, to="onnx", dtype=None, overwrite: 
 
     The folder appears only when everything is written; an existing ``out_dir`` needs ``overwrite=True``.
     """
-    formats = exporting.check_formats(to, "pt")
-    dtype = exporting.check_dtype(dtype, formats)
-    _check_model(model)
-    with exporting.staged_folder(out_dir, overwrite) as folder:
-        cases = exporting.reference_inputs(model.config)
-        exporting.write_reference(folder, cases, reference_outputs(model, cases))
-        records = write_artifacts(model, folder, formats, dtype)
-        manifest = exporting.write_manifest(folder, records, model.config, dtype, source)
-    return manifest
+    return exporting.export_model(sys.modules[__name__], model, out_dir, to, dtype, overwrite, source)
 
 
 def write_artifacts(model, folder: str | os.PathLike, formats, dtype: str) -> list[dict]:

@@ -10,6 +10,7 @@ LiteRT ``float16`` stores float16 weights and computes in float32 (LiteRT's floa
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 from clip_core import exporting
 
+BACKEND = "tf"
 _LITERT_FILES = {"text_features": "text.tflite", "image_features": "vision.tflite", "forward": "model.tflite"}
 _SIGNATURES = {"text_features": "text_features", "image_features": "image_features", "forward": "serving_default"}
 
@@ -28,15 +30,7 @@ def export(model, out_dir: str | os.PathLike, to="all", dtype=None, overwrite: b
 
     The folder appears only when everything is written; an existing ``out_dir`` needs ``overwrite=True``.
     """
-    formats = exporting.check_formats(to, "tf")
-    dtype = exporting.check_dtype(dtype, formats)
-    _check_model(model)
-    with exporting.staged_folder(out_dir, overwrite) as folder:
-        cases = exporting.reference_inputs(model.config)
-        exporting.write_reference(folder, cases, reference_outputs(model, cases))
-        records = write_artifacts(model, folder, formats, dtype)
-        manifest = exporting.write_manifest(folder, records, model.config, dtype, source)
-    return manifest
+    return exporting.export_model(sys.modules[__name__], model, out_dir, to, dtype, overwrite, source)
 
 
 def write_artifacts(model, folder: str | os.PathLike, formats, dtype: str) -> list[dict]:
