@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clip_core import buckets
 from clip_core.modeling_utils import (check_attention_mask, check_position_ids, check_text_inputs,
                                       check_vision_inputs, first_bad_mask_value)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
@@ -127,6 +128,102 @@ class _CompiledApply:
                 cls._cache.popitem(last=False)
         cls._cache.move_to_end(key)
         return cls._cache[key]
+
+
+# ---------------------------------------------------------------------------------------------- shape buckets
+def _concrete(inputs: dict, params) -> bool:
+    """Whether a call runs outside a caller's trace: no abstract input, no abstract parameters."""
+    if any(_traced(x) for x in inputs.values()):
+        return False
+    return params is None or not any(_traced(x) for x in jax.tree_util.tree_leaves(params)[:1])
+
+
+def _bucket(inputs: dict, text_config):
+    """``inputs`` padded to their bucket, and the plan to slice the outputs back (``(rows, length, image_rows)``),
+    or ``(inputs, None)`` when nothing is padded. Text length is padded only where that is exact
+    (:func:`clip_core.buckets.text_padding_is_exact`), the batch only where no output mixes rows (no ``labels``;
+    the caller leaves ``return_loss`` calls alone)."""
+    ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
+    padded = dict(inputs)
+    rows = length = image_rows = None
+    if ids is not None:
+        mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
+        batch, width = ids.shape
+        bucket = buckets.text_bucket(width, text_config.max_position_embeddings)
+        if bucket != width and buckets.text_padding_is_exact(mask):
+            ids, mask, positions = buckets.pad_text(ids, mask, positions, bucket, text_config.eos_token_id)
+            length = width
+        target = buckets.batch_bucket(batch)
+        if target != batch:
+            rows = batch
+            ids, mask = buckets.pad_rows(ids, target), buckets.pad_rows(mask, target)
+            if positions is not None and np.shape(positions)[0] == batch:
+                positions = buckets.pad_rows(positions, target)
+        if rows is not None or length is not None:
+            padded.update(input_ids=jnp.asarray(ids), attention_mask=None if mask is None else jnp.asarray(mask),
+                          position_ids=None if positions is None else jnp.asarray(positions))
+    if pixels is not None and "labels" not in inputs:
+        batch = pixels.shape[0]
+        if buckets.batch_bucket(batch) != batch:
+            image_rows = batch
+            padded["pixel_values"] = jnp.asarray(buckets.pad_rows(pixels, buckets.batch_bucket(batch)))
+    if rows is None and length is None and image_rows is None:
+        return inputs, None
+    if ids is not None and rows is None:
+        rows = ids.shape[0]
+    if pixels is not None and image_rows is None:
+        image_rows = pixels.shape[0]
+    return padded, (rows, length, image_rows)
+
+
+def _cut(x, rows=None, length=None, attention=False, columns=None):
+    """``x`` (an array, a tuple of them or None) sliced back: ``rows`` along axis 0, ``length`` along the token axis
+    (axis 1; axes 2 and 3 of attention maps), ``columns`` along axis 1 (the other side of a logits matrix)."""
+    if x is None:
+        return None
+    if isinstance(x, tuple):
+        return tuple(_cut(v, rows, length, attention, columns) for v in x)
+    index = [slice(None)] * x.ndim
+    if rows is not None and x.ndim:
+        index[0] = slice(0, rows)
+    if length is not None:
+        for axis in ((2, 3) if attention else (1,)):
+            index[axis] = slice(0, length)
+    if columns is not None:
+        index[1] = slice(0, columns)
+    return x[tuple(index)] if any(i != slice(None) for i in index) else x
+
+
+def _unbucket_tower(out, rows, length):
+    """One tower's output (or a plain feature array) sliced back; ``length`` only for text."""
+    if not isinstance(out, ModelOutput):
+        return _cut(out, rows)
+    values = []
+    for key, value in out.items():
+        if key == "loss":
+            values.append(value)
+        elif key in ("last_hidden_state", "hidden_states"):
+            values.append(_cut(value, rows, length))
+        elif key == "attentions":
+            values.append(_cut(value, rows, length, attention=True))
+        else:
+            values.append(_cut(value, rows))
+    return _unflatten_output(type(out), tuple(out.keys()), values)
+
+
+def _unbucket(out, rows, length, image_rows):
+    """An output of padded inputs sliced back to the caller's batch and text length."""
+    if not isinstance(out, CLIPOutput):
+        return _unbucket_tower(out, rows if rows is not None else image_rows, length)
+    sliced = {
+        "loss": out.get("loss"),
+        "logits_per_image": _cut(out.get("logits_per_image"), image_rows, columns=rows),
+        "logits_per_text": _cut(out.get("logits_per_text"), rows, columns=image_rows),
+        "text_embeds": _cut(out.get("text_embeds"), rows), "image_embeds": _cut(out.get("image_embeds"), image_rows),
+        "text_model_output": _unbucket_tower(out.get("text_model_output"), rows, length),
+        "vision_model_output": _unbucket_tower(out.get("vision_model_output"), image_rows, None)}
+    keys = tuple(out.keys())
+    return _unflatten_output(CLIPOutput, keys, [sliced[key] for key in keys])
 
 
 # ---------------------------------------------------------------------------------------------- the base class
@@ -345,13 +442,23 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
                             span=_read(pixel_values, _float_span) if floating else None)
         return dict(pixel_values=jnp.asarray(pixel_values, dtype=jnp.float32))
 
+    #: pad concrete inputs of calls made outside ``jax.jit`` to their shape bucket (:mod:`clip_core.buckets`), so
+    #: that a new caption length or batch size reuses the bucket's compiled function; outputs are sliced back
+    bucketing = True
+
     def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
              **flags):
         """Run ``method(module, **inputs, deterministic=not train, **flags)`` through the cached jitted apply:
-        compiled once per input shapes and flags, then reused (inside a user's ``jax.jit`` it is simply inlined)."""
+        compiled once per input shapes (padded to their bucket when :attr:`bucketing` and the values are concrete)
+        and flags, then reused (inside a user's ``jax.jit`` it is simply inlined)."""
+        plan = None
+        if self.bucketing and not train and not flags.get("return_loss") and _concrete(inputs, params):
+            inputs, plan = _bucket(inputs, getattr(self.config, "text_config", self.config))
         flags = tuple(sorted({"deterministic": not train, **flags}.items()))
         out = self._compiled.function(self.params if params is None else params, inputs, dropout_rng,
                                       method=method, flags=flags)
+        if plan is not None:
+            out = _unbucket(out, *plan)
         return _to_tuple(out) if return_dict is False or (
             return_dict is None and getattr(self.config, "return_dict", True) is False) else out
 

@@ -1,7 +1,8 @@
 """The TensorFlow models' pretrained-model machinery: variables from the parameter table, dtypes, the canonical state
 in and out of the variables (loading and saving come from :class:`clip_core.pretrained.PretrainedMixin`), and the
-dispatch of calls: inputs bound, converted and checked eagerly, then one XLA-compiled function per method, flags and
-input specs, cached per model.
+dispatch of calls: inputs bound, converted and checked eagerly, then run eagerly or through one XLA-compiled function
+per method, flags and input specs, cached per model (``jit_compile``: compiled in a background thread once a shape
+repeats, by default).
 
 The model math, the modules and the public model classes that subclass :class:`TFCLIPPreTrainedModel`, is in
 :mod:`clip_tf.modeling`.
@@ -10,6 +11,7 @@ The model math, the modules and the public model classes that subclass :class:`T
 from __future__ import annotations
 
 import inspect
+import threading
 from typing import Mapping
 
 import numpy as np
@@ -22,10 +24,16 @@ from clip_core.outputs import ModelOutput
 from clip_core.pretrained import PretrainedMixin
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
 
+try:  # whether a GradientTape records (no public API)
+    from tensorflow.python.eager.record import could_possibly_record as _could_possibly_record
+except ImportError:  # pragma: no cover - another TensorFlow layout: assume no tape
+    _could_possibly_record = None
+
 _TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "labels")
 _INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _SIGNATURES: dict = {}
+_JIT_MODES = (True, False, "auto")
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -53,7 +61,9 @@ def _to_tuple(out):
 class _Compiled:
     """One XLA-compiled function for one (method, flags, input shapes and dtypes): traced once, never retraced.
 
-    A plain object, so that ``tf.saved_model.save`` and variable tracking ignore it.
+    Compiled at its first call (``jit_compile=True``), or in a background thread (:meth:`start`, ``"auto"``) while
+    the calls keep running eagerly until it is ready. A plain object, so that ``tf.saved_model.save`` and variable
+    tracking ignore it.
     """
 
     def __init__(self, method, flags):
@@ -62,20 +72,79 @@ class _Compiled:
 
         self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
         self.concrete = None
+        self.thread = None
+        self.error = None
 
     def __call__(self, tensors):
         if self.concrete is None:  # calling the traced function directly skips tf.function's per-call dispatch
             self.concrete = self.function.get_concrete_function(**tensors)
         return self.concrete(**tensors)
 
+    def start(self, tensors) -> None:
+        """Trace and compile in a background thread: XLA compiles at a function's first run, so the thread runs it
+        once on ``tensors`` (a copy of the call that asked for it); :attr:`concrete` is set when that is done."""
+        def work():
+            try:
+                concrete = self.function.get_concrete_function(**tensors)
+                concrete(**tensors)
+                self.concrete = concrete
+            except Exception as error:  # noqa: BLE001 - the calls simply stay eager; kept for inspection
+                self.error = error
+
+        self.thread = threading.Thread(target=work, name="triclip-xla-compile")
+        self.thread.start()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the compiled function can be called without compiling."""
+        return self.concrete is not None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a background compile is running."""
+        return self.thread is not None and self.thread.is_alive()
+
 
 class _CompiledCache:
     """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track
-    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile`, whose own variables are not the model's)."""
+    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile`, whose own variables are not the model's).
+    ``seen`` counts the eager calls of every key under ``jit_compile="auto"``."""
 
     def __init__(self):
         self.functions: dict = {}
+        self.seen: dict = {}
         self.keras = None
+
+    def clear(self) -> None:
+        """Forget every compiled function (after a change that alters what they would compute)."""
+        self.wait()
+        self.functions.clear()
+        self.seen.clear()
+
+    def wait(self) -> None:
+        """Wait for the background compiles to finish."""
+        for compiled in list(self.functions.values()):
+            if compiled.thread is not None:
+                compiled.thread.join()
+
+    def auto(self, key, method, flags, tensors, after: int):
+        """``jit_compile="auto"``: the compiled function of ``key`` when it is ready, else ``None`` (run eagerly);
+        the ``after``-th call of a key starts its background compile (one at a time, so a burst of new shapes
+        never queues compiles behind each other: a later call of a waiting key starts it)."""
+        compiled = self.functions.get(key)
+        if compiled is not None and compiled.ready:
+            return compiled
+        count = self.seen[key] = self.seen.get(key, 0) + 1
+        if compiled is None and count >= after and not any(c.pending for c in self.functions.values()):
+            self.functions[key] = compiled = _Compiled(method, flags)
+            compiled.start(dict(tensors))
+        return None
+
+
+def _recording() -> bool:
+    """Whether a gradient tape is recording: a compiled function called there would compile its gradient at the
+    tape's first ``gradient`` call, so ``"auto"`` calls stay eager."""
+    return _could_possibly_record is not None and bool(_could_possibly_record())
 
 
 def _in_replica_context() -> bool:
@@ -125,8 +194,8 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     ``TFCLIPModel(config, seed=None, dtype=None)`` builds a model with random weights following transformers'
     initialisation (identical in every backend for one seed; ``seed=None`` draws one from TensorFlow's global
     generator, so ``tf.random.set_seed`` controls it). ``from_pretrained(path, dtype=...)`` loads any
-    checkpoint format, ``save_pretrained(dir, format=...)`` writes any. Set ``model.jit_compile = False`` to run calls
-    eagerly instead of through the cached XLA functions.
+    checkpoint format, ``save_pretrained(dir, format=...)`` writes any. :attr:`jit_compile` says how calls run
+    (default ``"auto"``: eagerly, then XLA-compiled in the background for shapes that repeat).
     """
 
     arch = "clip"
@@ -148,8 +217,8 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
             name: tf.Variable(tf.cast(to_framework_layout(np.asarray(_state[name]), spec.kind, "tf"), dtype),
                               name=tf_name(spec)[:-2])
             for name, spec in self.table.items()}
-        self.jit_compile = True
         self._compiled = _CompiledCache()
+        self.jit_compile = "auto"
         self._build()
 
     def _build(self) -> None:  # pragma: no cover - abstract
@@ -286,7 +355,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         for module in self.submodules:
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = enable
-        self._compiled.functions.clear()  # traced with the other setting
+        self._compiled.clear()  # traced with the other setting
 
     def compile(self, optimizer="adamw", loss=None, **kwargs) -> None:
         """Keras 3 ``compile``: ``fit`` / ``evaluate`` then train on the model's own contrastive loss (no ``loss``
@@ -333,16 +402,36 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
                        self.text_config.eos_token_id)
             names = ("input_ids", "attention_mask", "position_ids")
             tensors.update((name, value) for name, value in zip(names, cut) if value is not None)
-        if eager and self.jit_compile and not _in_replica_context():
+        mode, compiled = self._jit_compile, None
+        if eager and mode and not _in_replica_context() and not (mode == "auto" and _recording()):
             key = (method.__name__, tuple(sorted(arguments.items())),
                    tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
-            compiled = self._compiled.functions.get(key)
-            if compiled is None:
-                compiled = self._compiled.functions[key] = _Compiled(method, arguments)
-            out = compiled(tensors)
-        else:
-            out = method(**tensors, **arguments)
+            if mode == "auto":
+                compiled = self._compiled.auto(key, method, arguments, tensors, self.xla_after)
+            else:
+                compiled = self._compiled.functions.get(key)
+                if compiled is None:
+                    compiled = self._compiled.functions[key] = _Compiled(method, arguments)
+        out = method(**tensors, **arguments) if compiled is None else compiled(tensors)
         return _to_tuple(out) if return_dict is False else out
+
+    @property
+    def jit_compile(self):
+        """How eager calls run: ``"auto"`` (the default: eagerly at first, so a new input shape costs no compile;
+        a shape called :attr:`xla_after` times compiles with XLA in a background thread, and its calls run the
+        compiled function once it is ready), ``True`` (XLA always, compiled at the first call of every shape and
+        flag combination) or ``False`` (eagerly always). Under a recording ``tf.GradientTape`` ``"auto"`` stays
+        eager; inside a ``tf.function`` or ``strategy.run`` the model traces or runs as the caller does."""
+        return self._jit_compile
+
+    @jit_compile.setter
+    def jit_compile(self, value) -> None:
+        if not any(value is mode or (isinstance(value, str) and value == mode) for mode in _JIT_MODES):
+            raise ValueError(f"jit_compile must be True, False or 'auto', got {value!r}")
+        self._jit_compile = value
+
+    #: under ``jit_compile="auto"``: the call of one shape (and flags) that starts its background XLA compile
+    xla_after = 2
 
     def _resolve_flags(self, arguments, parameters) -> None:
         """The flags as Python values: output flags and ``return_dict`` not given (or ``None``) take the config's
@@ -462,7 +551,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         check_vision_inputs(config, shape, interpolate, finite)
 
     def __call__(self, *args, **kwargs):
-        """Run :meth:`call` (see there) with checked inputs, XLA-compiled unless ``jit_compile`` is False."""
+        """Run :meth:`call` (see there) with checked inputs, eagerly or XLA-compiled as :attr:`jit_compile` says."""
         return self._dispatch(self.call, args, kwargs)
 
     def serving(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -135,6 +135,7 @@ def test_tf_features(batches):
     from clip_tf import TFCLIPModel
 
     model = TFCLIPModel(CLIPConfig.preset("tiny"), seed=0)
+    model.jit_compile = True  # the lengths XLA compiles for (the default "auto" compiles only repeated shapes)
 
     def text(batch):
         return model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).numpy()
