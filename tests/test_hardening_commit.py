@@ -239,3 +239,38 @@ def test_convert_piped_into_a_closed_reader_succeeds(tmp_path):
                             f"{tmp_path / 'out2'} | head -c0", shell=True, capture_output=True, text=True,
                             timeout=240, cwd=ROOT, executable="/bin/bash", env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert status.returncode == 0, status.stderr
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer saves
+def test_a_tokenizer_save_that_fails_leaves_the_previous_files_whole(tmp_path):
+    """A full disk halfway through a tokenizer save (vocab.json and merges.txt fit under the limit, tokenizer.json
+    does not) raises an OSError and leaves every previously saved tokenizer file byte for byte, with no temporary
+    left behind; other files in the folder are never touched."""
+    from tests.conftest import shared_path
+
+    vocab = shared_path("data", "clip-bpe")
+    folder = tmp_path / "tok"
+    script = f"""
+        import resource, signal
+        from clip_core.tokenizer import CLIPTokenizerFast
+        tok = CLIPTokenizerFast.from_pretrained({str(vocab)!r})
+        tok.save_pretrained({str(folder)!r})
+        (__import__("pathlib").Path({str(folder)!r}) / "notes.txt").write_text("mine")
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))  # tokenizer.json is about 2.5 MB
+        tok.add_tokens(["<new-token>"])
+        try:
+            tok.save_pretrained({str(folder)!r})
+        except OSError as err:
+            print("OSError", type(err).__name__, err)
+    """
+    first = _run(script.replace("tok.add_tokens", "raise SystemExit(0)\n        tok.add_tokens", 1))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "notes.txt"} <= set(before)
+    done = _run(script)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OSError"), done.stdout
+    assert "File too large" in done.stdout or "No space left" in done.stdout, done.stdout
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert "<new-token>" not in before["tokenizer_config.json"].decode()

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..formats.commit import commit
 from .batching import as_id_list, check_side, check_texts, to_python
 from .bpe import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, bytes_to_unicode, load_vocabulary
 from .encoding import EncodingAPI
@@ -336,18 +337,21 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
     ) -> tuple[str, ...]:
         """Write transformers' layout: ``tokenizer_config.json``, ``special_tokens_map.json``, ``vocab.json``,
         ``merges.txt`` and, from the fast class, ``tokenizer.json`` (loadable by transformers' ``CLIPTokenizer`` /
-        ``CLIPTokenizerFast`` and by :meth:`from_pretrained`), each file written atomically.
+        ``CLIPTokenizerFast`` and by :meth:`from_pretrained`), all of them in one commit
+        (:func:`clip_core.formats.commit.commit`): a failure (a full disk, a kill) leaves the folder's previous
+        tokenizer files whole; other files in the folder are left alone.
         """
         if push_to_hub:
             raise ValueError("push_to_hub is not supported: save locally and upload with huggingface_hub")
         folder = os.fspath(save_directory)
         if os.path.isfile(folder):
             raise FileExistsError(f"save_pretrained needs a directory, {folder} is a file")
-        os.makedirs(folder, exist_ok=True)
-        files = (*write_settings(folder, self), *self.save_vocabulary(folder, filename_prefix))
-        if self.is_fast and legacy_format is not True:  # as transformers: the fast class adds tokenizer.json
-            files = (*files, write_tokenizer_json(folder, self))
-        return files
+        with commit(folder, overwrite=True) as staging:
+            staged = os.fspath(staging)
+            files = (*write_settings(staged, self), *self.save_vocabulary(staged, filename_prefix))
+            if self.is_fast and legacy_format is not True:  # as transformers: the fast class adds tokenizer.json
+                files = (*files, write_tokenizer_json(staged, self))
+        return tuple(os.path.join(folder, os.path.basename(f)) for f in files)
 
 
 def _clean_up_tokenization(text: str) -> str:
