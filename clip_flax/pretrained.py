@@ -49,8 +49,13 @@ def _span(values):
 
 
 def _float_span(values):
-    """(smallest, largest) of a float array as Python floats (NaN when it holds one); ``None`` when empty."""
-    return (float(values.min()), float(values.max())) if values.size else None
+    """(smallest, largest) of a float array as Python floats (NaN when it holds a NaN or an infinity); ``None`` when
+    empty. Finiteness is tested on its own: XLA:CPU's min / max reductions may skip NaNs."""
+    if not values.size:
+        return None
+    if not bool(jnp.isfinite(values).all()):
+        return float("nan"), float("nan")
+    return float(values.min()), float(values.max())
 
 
 def _bad_mask_value(values):
