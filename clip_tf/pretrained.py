@@ -359,11 +359,11 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
 
     def compile(self, optimizer="adamw", loss=None, **kwargs) -> None:
         """Keras 3 ``compile``: ``fit`` / ``evaluate`` then train on the model's own contrastive loss (no ``loss``
-        may be given), through :class:`clip_tf.keras.KerasCLIPModel` (``TFCLIPModel`` only)."""
+        may be given), through :class:`clip_tf.training.KerasCLIPModel` (``TFCLIPModel`` only)."""
         if self.arch != "clip":
             raise TypeError(f"compile()/fit() train a TFCLIPModel on its contrastive loss; {type(self).__name__} "
                             "has none here: wrap it in your own keras.Model")
-        from clip_tf.keras import KerasCLIPModel
+        from clip_tf.training import KerasCLIPModel
         if self._compiled.keras is None:
             self._compiled.keras = KerasCLIPModel(self)
         self._compiled.keras.compile(optimizer=optimizer, loss=loss, **kwargs)

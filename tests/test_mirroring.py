@@ -33,11 +33,10 @@ SKELETONS = {
 # epsilon elsewhere) and a schedule class, optax a schedule function, torch.optim neither.
 FRAMEWORK_ONLY = {
     "pretrained.py": {"flax": {"CLIPModule"}},
-    "training.py": {"tf": {"CosineSchedule", "AdamW"}, "flax": {"schedule"}},
+    "training.py": {"tf": {"CosineSchedule", "AdamW", "KerasCLIPModel"}, "flax": {"schedule"}},
 }
-# Files one framework has and the others cannot (Keras' fit support is TensorFlow's alone); every other file of a
-# backend exists in all three.
-FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": {"keras.py"}, "flax": set()}
+# Files one framework has and the others cannot: none; every file of a backend exists in all three.
+FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": set(), "flax": set()}
 
 
 def _files(backend: str) -> set[str]:
