@@ -60,11 +60,29 @@ def check_vision_inputs(config: CLIPVisionConfig, shape: Sequence[int], interpol
     if interpolate_pos_encoding:
         if height < config.patch_size or width < config.patch_size:
             raise ValueError(f"{name} of size {height}x{width} is smaller than one patch ({config.patch_size})")
+        check_attention_size(config, shape, name)
     elif (height, width) != (config.image_size, config.image_size):
         raise ValueError(f"{name} has size {height}x{width}, but the model expects {config.image_size}x"
                          f"{config.image_size}; pass interpolate_pos_encoding=True to use other sizes")
     if finite is False:
         raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_attention_size(config: CLIPVisionConfig, shape: Sequence[int], name: str = "pixel_values") -> None:
+    """Refuse (``ValueError``, before any work) an image so large that one layer's attention scores, ``batch x
+    heads x tokens^2`` float32 values (what eager attention holds and a fused kernel computes in quadratic time),
+    exceed this machine's physical memory: ``interpolate_pos_encoding`` on a huge image would otherwise run for
+    many minutes or exhaust memory. The message says how much it would take."""
+    from clip_core.config_checks import _size, physical_memory_bytes
+
+    limit = physical_memory_bytes()
+    tokens = (int(shape[2]) // config.patch_size) * (int(shape[3]) // config.patch_size) + 1
+    need = int(shape[0]) * config.num_attention_heads * tokens * tokens * 4
+    if limit is not None and need > limit:
+        raise ValueError(f"{name} of size {shape[2]}x{shape[3]} makes {tokens:,} tokens per image: one layer's "
+                         f"attention scores for a batch of {shape[0]} would take {_size(need)}, more than this "
+                         f"machine's {_size(limit)} of physical memory; resize the images (CLIPImageProcessor) "
+                         "or pass smaller batches")
 
 
 def check_pixel_values(dtype: Any = None, span: tuple[float, float] | None = None,
@@ -179,7 +197,7 @@ def pools_at_argmax(config: CLIPTextConfig) -> bool:
 
 
 __all__ = ["PretrainedMixin", "CONFIG_CLASSES", "check_text_inputs", "check_vision_inputs", "check_batch_sizes",
-           "check_pixel_values", "check_attention_mask", "first_bad_mask_value", "check_position_ids", "check_class_labels", "label_span",
+           "check_pixel_values", "check_attention_size", "check_attention_mask", "first_bad_mask_value", "check_position_ids", "check_class_labels", "label_span",
            "bicubic_resize_matrix",
            "pools_at_argmax"]
 

@@ -48,6 +48,9 @@ CASES = [
     ("image with 4 channels", dict(pixel_values=_pixels(shape=(2, 4, 16, 16))), ValueError, r"4 channels"),
     ("channels-last image", dict(pixel_values=_pixels(shape=(2, 16, 16, 3))), ValueError, r"channels"),
     ("3-D pixel_values", dict(pixel_values=PIXELS[0]), ValueError, r"pixel_values.*shape"),
+    ("huge image with interpolate_pos_encoding",  # 262,145 tokens: 550 GB of attention scores per layer
+     dict(pixel_values=np.zeros((1, 3, 4096, 4096), np.float32), interpolate_pos_encoding=True), ValueError,
+     r"4096x4096 makes 262,145 tokens.*attention scores.*549.8 GB.*physical memory"),
     ("NaN pixel", dict(pixel_values=_pixels(nan=True)), ValueError, r"NaN"),
     ("infinite pixel", dict(pixel_values=_pixels(inf=True)), ValueError, r"infinite"),
     ("empty text batch", dict(input_ids=IDS[:0], attention_mask=MASK[:0]), ValueError, r"input_ids is empty"),

@@ -104,7 +104,8 @@ def test_tf_checkpointing_same_gradients_and_recomputes(monkeypatch):
     pytest.importorskip("tensorflow")
     from clip_tf import TFCLIPModel
     model = TFCLIPModel(CONFIG, seed=0)
-    compiled_plain = _tf_grads(model)  # the default XLA-compiled call
+    model.jit_compile = True  # XLA at the first call (the default "auto" runs a new shape eagerly)
+    compiled_plain = _tf_grads(model)
     model.jit_compile = False
     plain = _tf_grads(model)
     layers = model.text_model.encoder.layers + model.vision_model.encoder.layers
