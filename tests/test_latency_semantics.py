@@ -72,6 +72,11 @@ def _flax():
     import transformers
 
     from clip_flax import FlaxCLIPModel
+    from clip_flax.pretrained import _CompiledApply
+
+    # compiled functions are shared by every model of one config: start from none, so that the trace counts below
+    # do not depend on which tests ran before in this process
+    _CompiledApply._cache.clear()
     model = FlaxCLIPModel(CONFIG, seed=3)
     theirs = transformers.FlaxCLIPModel(transformers.CLIPConfig.from_dict(CONFIG.to_dict()), _do_init=False)
     return jax, model, theirs

@@ -169,7 +169,9 @@ def test_loss_clamps_the_temperature_at_ln_100():
     from clip_pt.training import contrastive_loss as pt_loss
 
     # above ln(100) the temperature is clamped: exactly the loss at ln(100), no gradient to logit_scale
-    t, i = torch.randn(3, 8, dtype=torch.float64), torch.randn(3, 8, dtype=torch.float64)
+    # seeded: the unclamped loss must differ from the clamped one (unseeded draws could make both about 0)
+    generator = torch.Generator().manual_seed(0)
+    t, i = (torch.randn(3, 8, dtype=torch.float64, generator=generator) for _ in range(2))
     scale = torch.tensor(6.0, dtype=torch.float64, requires_grad=True)
     loss = pt_loss(t, i, scale)
     loss.backward()
