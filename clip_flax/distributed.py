@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig
+from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, shard
 from clip_flax.training import Trainer, _tree, local_contrastive_loss
 
 _AXIS = "data"  # the mesh axis the batch is split along
@@ -36,15 +36,6 @@ def distributed_contrastive_loss(text_features, image_features, logit_scale, cla
     return local_contrastive_loss(text_features, image_features, gather_features(text_features, axis_name),
                                   gather_features(image_features, axis_name), logit_scale, offset, clamp)
 
-
-def shard(batch, rank: int, world: int) -> dict:
-    """Device ``rank``'s rows of a global batch (a dict of arrays); the batch must split into equal shards."""
-    size = len(batch["input_ids"])
-    if size % world:
-        raise ValueError(f"the global batch of {size} rows does not split into {world} equal shards: "
-                         f"use a batch size divisible by the number of devices")
-    rows = size // world
-    return {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
 
 
 class DistributedTrainer(Trainer):

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig
+from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, shard
 from clip_pt.training import Trainer, _inputs, local_contrastive_loss
 
 
@@ -58,15 +58,6 @@ def distributed_contrastive_loss(text_features, image_features, logit_scale, cla
     return local_contrastive_loss(text_features, image_features, gather_features(text_features),
                                   gather_features(image_features), logit_scale, rank * text_features.shape[0], clamp)
 
-
-def shard(batch, rank: int, world: int) -> dict:
-    """Worker ``rank``'s rows of a global batch (a dict of arrays); the batch must split into equal shards."""
-    size = len(batch["input_ids"])
-    if size % world:
-        raise ValueError(f"the global batch of {size} rows does not split into {world} equal shards: "
-                         f"use a batch size divisible by the number of devices")
-    rows = size // world
-    return {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
 
 
 class _Features(nn.Module):

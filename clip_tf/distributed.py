@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig
+from clip_core.tasks.training import LOGIT_SCALE_MAX, TrainingConfig, shard
 from clip_tf.training import Trainer, _inputs, local_contrastive_loss
 
 _NAMES = ("input_ids", "attention_mask", "pixel_values")
@@ -39,15 +39,6 @@ def distributed_contrastive_loss(text_features, image_features, logit_scale, cla
     return local_contrastive_loss(text_features, image_features, gather_features(text_features),
                                   gather_features(image_features), logit_scale, offset, clamp)
 
-
-def shard(batch, rank: int, world: int) -> dict:
-    """Replica ``rank``'s rows of a global batch (a dict of arrays); the batch must split into equal shards."""
-    size = len(batch["input_ids"])
-    if size % world:
-        raise ValueError(f"the global batch of {size} rows does not split into {world} equal shards: "
-                         f"use a batch size divisible by the number of devices")
-    rows = size // world
-    return {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
 
 
 class DistributedTrainer(Trainer):

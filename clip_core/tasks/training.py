@@ -200,3 +200,13 @@ def enable_checkpointing(model) -> None:
         raise NotImplementedError(f"{type(model).__name__} has no gradient_checkpointing_enable()")
     enable()
 
+
+def shard(batch: Mapping, rank: int, world: int) -> dict:
+    """Worker (or device) ``rank``'s rows of a global batch (a dict of arrays); the batch must split into ``world``
+    equal shards."""
+    size = len(batch["input_ids"])
+    if size % world:
+        raise ValueError(f"the global batch of {size} rows does not split into {world} equal shards: "
+                         f"use a batch size divisible by the number of devices")
+    rows = size // world
+    return {key: value[rank * rows:(rank + 1) * rows] for key, value in batch.items()}
