@@ -1,26 +1,200 @@
-"""CLIPProcessor: CLIP's image processor and tokenizer behind one call, as transformers' ``CLIPProcessor``."""
+"""CLIPProcessor: CLIP's image processor and tokenizer behind one call, as transformers' ``CLIPProcessor``.
 
-from __future__ import annotations
+``__call__`` has transformers 4.57's signature (``images, text, videos, audio, **kwargs:
+Unpack[CLIPProcessorKwargs]``) and its routing of keyword arguments: flat ones go to every component whose typed
+kwargs name them, ``text_kwargs`` / ``images_kwargs`` / ``common_kwargs`` dicts to one component (or all, for
+``common_kwargs``), and the tokenizer's own init settings (``padding``, ``max_length`` given to its
+``from_pretrained``) are the defaults that call arguments override.
+"""
 
 import copy
 import json
+import logging
 import os
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, TypedDict, Union
 
 from .image_processing import _HUB_KWARGS, _PREPROCESS_ARGS, CLIPImageProcessor
 from .images.convert import is_image_like
 from .tensors import BatchEncoding, check_return_tensors
 
-__all__ = ["CLIPProcessor"]
+if sys.version_info >= (3, 11):  # the Unpack transformers' processor tests look for
+    from typing import Unpack
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Unpack
 
-# Arguments of ``__call__`` that belong to the image processor; every other keyword goes to the tokenizer.
+__all__ = ["CLIPProcessor", "CLIPProcessorKwargs"]
+
+logger = logging.getLogger(__name__)
+
+# Arguments of ``from_pretrained`` that belong to the image processor; every other keyword goes to the tokenizer.
 _IMAGE_KWARGS = frozenset(_PREPROCESS_ARGS) | {"data_format", "input_data_format"}
 
 
+# The typed keyword arguments of ``__call__``, key for key transformers 4.57's ``processing_utils`` ones (which decide
+# where a flat keyword goes), plus ``do_convert_rgb`` for the image processor (transformers' ``ImagesKwargs`` lacks it
+# and drops it with a warning).
+
+class CommonKwargs(TypedDict, total=False):
+    """Arguments every component gets."""
+    return_tensors: Optional[str]
+
+
+class TextKwargs(TypedDict, total=False):
+    """The tokenizer's arguments."""
+    text_pair: Any
+    text_target: Any
+    text_pair_target: Any
+    add_special_tokens: Optional[bool]
+    padding: Union[bool, str]
+    truncation: Union[bool, str]
+    max_length: Optional[int]
+    stride: Optional[int]
+    is_split_into_words: Optional[bool]
+    pad_to_multiple_of: Optional[int]
+    return_token_type_ids: Optional[bool]
+    return_attention_mask: Optional[bool]
+    return_overflowing_tokens: Optional[bool]
+    return_special_tokens_mask: Optional[bool]
+    return_offsets_mapping: Optional[bool]
+    return_length: Optional[bool]
+    verbose: Optional[bool]
+    padding_side: Optional[str]
+    return_mm_token_type_ids: Optional[bool]
+
+
+class ImagesKwargs(TypedDict, total=False):
+    """The image processor's arguments."""
+    do_resize: Optional[bool]
+    size: Optional[dict]
+    crop_size: Optional[dict]
+    resample: Optional[int]
+    do_rescale: Optional[bool]
+    rescale_factor: Optional[float]
+    do_normalize: Optional[bool]
+    image_mean: Optional[Union[float, list]]
+    image_std: Optional[Union[float, list]]
+    do_pad: Optional[bool]
+    pad_size: Optional[dict]
+    do_center_crop: Optional[bool]
+    data_format: Optional[str]
+    input_data_format: Optional[str]
+    device: Optional[str]
+    do_convert_rgb: Optional[bool]
+
+
+class VideosKwargs(TypedDict, total=False):
+    """A video processor's arguments (CLIP has none: only used to route keywords as transformers does)."""
+    do_convert_rgb: Optional[bool]
+    do_resize: Optional[bool]
+    size: Optional[dict]
+    default_to_square: Optional[bool]
+    resample: Optional[int]
+    do_rescale: Optional[bool]
+    rescale_factor: Optional[float]
+    do_normalize: Optional[bool]
+    image_mean: Optional[Union[float, list]]
+    image_std: Optional[Union[float, list]]
+    do_center_crop: Optional[bool]
+    crop_size: Optional[dict]
+    data_format: Optional[str]
+    input_data_format: Optional[str]
+    device: Optional[str]
+    do_sample_frames: Optional[bool]
+    video_metadata: Any
+    fps: Optional[float]
+    num_frames: Optional[int]
+    return_metadata: Optional[bool]
+
+
+class AudioKwargs(TypedDict, total=False):
+    """A feature extractor's arguments (CLIP has none: only used to route keywords as transformers does)."""
+    sampling_rate: Optional[int]
+    raw_speech: Any
+    padding: Union[bool, str, None]
+    max_length: Optional[int]
+    truncation: Optional[bool]
+    pad_to_multiple_of: Optional[int]
+    return_attention_mask: Optional[bool]
+
+
+class CLIPProcessorKwargs(TypedDict, total=False):
+    """``CLIPProcessor.__call__``'s keyword arguments, by component; ``_defaults`` are the processor's own defaults
+    (none, as in transformers: the tokenizer's and image processor's settings apply)."""
+    _defaults = {}  # type: ignore[misc]
+    common_kwargs: CommonKwargs
+    text_kwargs: TextKwargs
+    images_kwargs: ImagesKwargs
+    videos_kwargs: VideosKwargs
+    audio_kwargs: AudioKwargs
+
+
+_MODALITIES = ("text_kwargs", "images_kwargs", "audio_kwargs", "videos_kwargs", "common_kwargs")
+
+
+def merge_kwargs(kwargs_class: Any, tokenizer: Any, kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-component keyword arguments of one call, by transformers 4.57's ``ProcessorMixin._merge_kwargs`` rules.
+
+    Lowest to highest priority: ``kwargs_class._defaults``; the tokenizer's init settings (``tokenizer.init_kwargs``,
+    read back from the tokenizer's attribute when it has one); a ``<component>_kwargs`` dict; a flat keyword (given
+    to every component whose typed kwargs name it, unless that component got a dict). A key both flat and in the
+    dict of a component that takes it is a ``ValueError``. Keys no typed kwargs name: taken from the dicts as they
+    are; flat ones are dropped with a warning. ``common_kwargs`` end up in every component's.
+    """
+    known = {m: set(kwargs_class.__annotations__[m].__annotations__) for m in _MODALITIES}
+    structured = {m: dict(kwargs[m] or {}) for m in _MODALITIES if m in kwargs}
+    flat = {k: v for k, v in kwargs.items() if k not in _MODALITIES}
+    init = getattr(tokenizer, "init_kwargs", None) or {}
+    merged: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for modality in _MODALITIES:
+        out = dict(getattr(kwargs_class, "_defaults", {}).get(modality, {}))
+        for key in known[modality]:
+            if key in init:
+                out[key] = getattr(tokenizer, key) if hasattr(tokenizer, key) else init[key]
+        for key in sorted(known[modality]):
+            if modality in structured:
+                if key not in structured[modality]:
+                    continue
+                if key in flat:
+                    raise ValueError(f"Keyword argument {key} was passed two times:\nin a dictionary for "
+                                     f"{modality} and as a **kwarg.")
+                out[key] = structured[modality].pop(key)
+            elif key in flat:
+                out[key] = flat[key]
+            else:
+                continue
+            used.add(key)
+        merged[modality] = out
+    if structured:  # the dicts' keys that no typed kwargs name, as they are (flat ones are not looked at)
+        for modality, extra in structured.items():
+            for key, value in extra.items():
+                if key not in used:
+                    merged[modality][key] = value
+                    used.add(key)
+    else:
+        for key in flat:
+            if key not in used:
+                _warn_once(f"Keyword argument `{key}` is not a valid argument for this processor and will be "
+                           "ignored.")
+    for modality in _MODALITIES:
+        merged[modality].update(merged["common_kwargs"])
+    return merged
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
 def _is_tokenizer_key(key: str) -> bool:
-    """A keyword that only the tokenizer takes (special tokens, padding and truncation settings, ...)."""
+    """A ``from_pretrained`` keyword that only the tokenizer takes (special tokens, padding settings, ...)."""
     return key.endswith("_token") or key in {
         "additional_special_tokens", "model_max_length", "padding_side", "truncation_side", "errors",
         "clean_up_tokenization_spaces", "split_special_tokens", "add_prefix_space", "do_lower_case",
@@ -41,6 +215,12 @@ def _is_images(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and len(value) > 0 and is_image_like(value[0])
 
 
+def _names_image_files(value: Any) -> bool:
+    """Whether a string (or every string of a list) is an existing file or a URL, as an image path would be."""
+    items = [value] if isinstance(value, str) else value
+    return all(isinstance(s, str) and (s.startswith(("http://", "https://")) or os.path.isfile(s)) for s in items)
+
+
 class CLIPProcessor:
     """A :class:`~clip_core.image_processing.CLIPImageProcessor` and a CLIP tokenizer behind one call.
 
@@ -53,6 +233,7 @@ class CLIPProcessor:
     attributes = ["image_processor", "tokenizer"]
     image_processor_class = "CLIPImageProcessor"
     tokenizer_class = "CLIPTokenizerFast"
+    valid_processor_kwargs = CLIPProcessorKwargs
 
     def __init__(self, image_processor: CLIPImageProcessor | None = None, tokenizer: Any = None,
                  **kwargs: Any) -> None:
@@ -92,54 +273,56 @@ class CLIPProcessor:
 
     def __call__(
         self,
-        text: Any = None,
-        images: Any = None,
-        return_tensors: str | None = None,
-        padding: bool | str | None = None,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        **kwargs: Any,
+        images: Optional[Any] = None,
+        text: Optional[Union[str, list]] = None,
+        videos: Optional[Any] = None,
+        audio: Optional[Any] = None,
+        **kwargs: Unpack[CLIPProcessorKwargs],
     ) -> BatchEncoding:
-        """Tokenize ``text`` and / or preprocess ``images`` into one ``BatchEncoding``.
+        """Tokenize ``text`` and / or preprocess ``images`` into one ``BatchEncoding``, as transformers 4.57's
+        ``CLIPProcessor`` does.
 
         Args:
-            text: a string or a list of strings (``input_ids``, ``attention_mask``).
-            images: anything :meth:`CLIPImageProcessor.preprocess` takes (``pixel_values``).
-                transformers 4.57 puts ``images`` first; images given first positionally are recognised and swapped.
-            return_tensors: ``None``, "np", "pt", "tf" or "jax", for every output.
-            padding: as the tokenizer's; when not given, ``True`` (pad to the longest text of the batch), so a batch
-                of texts makes a rectangular array.
-            truncation, max_length: as the tokenizer's.
-            **kwargs: image-processor arguments (``do_resize``, ``size``, ``data_format``, ...) go to the image
-                processor, the rest to the tokenizer; ``images_kwargs`` / ``text_kwargs`` dicts are accepted too.
+            images: anything :meth:`CLIPImageProcessor.preprocess` takes (``pixel_values``); lists may be nested
+                (``[[image], [], [image]]``), as transformers flattens them.
+            text: a string or a list of strings (``input_ids``, ``attention_mask``). Text first and images second
+                (the order of older transformers and of triclip before) is recognised and swapped.
+            videos, audio: accepted and ignored with a warning, as transformers' CLIPProcessor ignores them (CLIP
+                has no video processor or feature extractor).
+            **kwargs: see :func:`merge_kwargs`: flat keywords (``padding``, ``max_length``, ``do_rescale``,
+                ``return_tensors``, ...) or ``text_kwargs`` / ``images_kwargs`` / ``common_kwargs`` dicts.
+                One default differs from transformers': when tensors are asked for and no padding is set anywhere
+                (nor ``pad_to_multiple_of``), the texts are padded to the longest (transformers fails on texts of
+                different lengths; for equal lengths the two are the same).
 
         Raises:
-            ValueError: when both ``text`` and ``images`` are ``None``, or text is given without a tokenizer.
+            ValueError: when no input is given, a keyword is given twice (flat and in a dict), text is given without
+                a tokenizer, or ``images`` holds strings that are no image files or URLs (captions go in ``text``).
         """
-        if text is not None and not _is_text(text) and _is_images(text) and (images is None or _is_text(images)):
-            text, images = images, text  # processor(image) or processor(image, "a caption"): transformers' order
-        if text is None and images is None:
+        if _is_text(images) and (text is None and not _names_image_files(images) or _is_images(text)):
+            if text is None:
+                raise ValueError(
+                    f"images={images!r:.60} is text naming no image file or URL; pass captions as text=... "
+                    "(CLIPProcessor takes images first, as transformers 4.57's does)")
+            images, text = text, images  # processor("a caption", image): the text-first order
+        if images is None and text is None and videos is None and audio is None:
             raise ValueError("You have to specify either text or images. Both cannot be None.")
-        check_return_tensors(return_tensors)
-        image_kwargs = dict(kwargs.pop("images_kwargs", None) or {})
-        text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
-        common = dict(kwargs.pop("common_kwargs", None) or {})
-        return_tensors = common.pop("return_tensors", return_tensors)
-        for key, value in kwargs.items():
-            (image_kwargs if key in _IMAGE_KWARGS else text_kwargs)[key] = value
-
+        for name, value in (("videos", videos), ("audio", audio)):
+            if value is not None:
+                _warn_once(f"CLIPProcessor has no processor for {name}: `{name}` is ignored, as in transformers.")
+        kwargs = merge_kwargs(self.valid_processor_kwargs, self.tokenizer, dict(kwargs))
+        check_return_tensors(kwargs["common_kwargs"].get("return_tensors"))
         output = BatchEncoding()
         if text is not None:
             if self.tokenizer is None:
                 raise ValueError("this CLIPProcessor has no tokenizer: give tokenizer= to process text")
-            text_kwargs.setdefault("padding", True if padding is None else padding)
-            if truncation is not None:
-                text_kwargs.setdefault("truncation", truncation)
-            if max_length is not None:
-                text_kwargs.setdefault("max_length", max_length)
-            output.update(self.tokenizer(text, return_tensors=return_tensors, **text_kwargs))
+            text_kwargs = kwargs["text_kwargs"]
+            if (text_kwargs.get("return_tensors") is not None and "padding" not in text_kwargs
+                    and text_kwargs.get("pad_to_multiple_of") is None):
+                text_kwargs["padding"] = True
+            output.update(self.tokenizer(text, **text_kwargs))
         if images is not None:
-            output.update(self.image_processor(images, return_tensors=return_tensors, **image_kwargs))
+            output.update(self.image_processor(images, **kwargs["images_kwargs"]))
         return output
 
     def _require_tokenizer(self) -> Any:

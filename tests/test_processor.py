@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -53,15 +55,112 @@ def test_text_and_images(processor, tokenizer):
     assert out["input_ids"].shape[0] == 3 and out["attention_mask"][1].sum() < out["input_ids"].shape[1]
 
 
-def test_default_padding_is_longest_explicit_padding_wins(processor):
-    padded = processor(text=TEXTS)
-    assert len({len(row) for row in padded["input_ids"]}) == 1
-    ragged = processor(text=TEXTS, padding=False)
+def test_padding_defaults_and_explicit_padding(processor):
+    ragged = processor(text=TEXTS)  # no padding unless asked for, as transformers' CLIPProcessor
     assert len({len(row) for row in ragged["input_ids"]}) == 3
+    padded = processor(text=TEXTS, return_tensors="np")  # tensors asked for: padded to the longest
+    assert padded["input_ids"].shape == (3, 11)
     fixed = processor(text=TEXTS, padding="max_length", max_length=20, return_tensors="np")
     assert fixed["input_ids"].shape == (3, 20)
     cut = processor(text=TEXTS, truncation=True, max_length=5, return_tensors="np")
     assert cut["input_ids"].shape == (3, 5) and (cut["input_ids"][:, -1] == 49407).all()
+
+
+def _same_nested(ours, theirs):
+    """Equal outputs, ragged lists (return_tensors=None) included."""
+    assert set(ours) == set(theirs), (set(ours), set(theirs))
+    for key in ours:
+        a, b = ours[key], theirs[key]
+        if isinstance(a, list) and a and isinstance(a[0], list):
+            assert a == b, key
+        elif isinstance(a, list):
+            assert len(a) == len(b), key
+            for x, y in zip(a, b):
+                np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=1e-5, err_msg=key)
+        else:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5, err_msg=key)
+
+
+def _pair(transformers, **tokenizer_init):
+    return _cached_pair(transformers, tuple(sorted(tokenizer_init.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_pair(transformers, tokenizer_init):
+    from clip_core.tokenizer import CLIPTokenizerFast
+
+    tokenizer_init = dict(tokenizer_init)
+
+    ours = CLIPProcessor(CLIPImageProcessor(), CLIPTokenizerFast.from_pretrained(BPE_DIR, **tokenizer_init))
+    theirs = transformers.CLIPProcessor(transformers.CLIPImageProcessor(),
+                                        transformers.CLIPTokenizerFast.from_pretrained(BPE_DIR, **tokenizer_init))
+    return ours, theirs
+
+
+CALLS = [  # (tokenizer init kwargs, call kwargs): transformers 4.57's routing of each
+    ({}, {}),
+    ({}, dict(padding="max_length", max_length=20, do_rescale=True, rescale_factor=-1, crop_size=64,
+              return_tensors="np")),
+    ({}, dict(text_kwargs={"padding": "max_length", "max_length": 12}, common_kwargs={"return_tensors": "np"},
+              images_kwargs={"crop_size": {"height": 32, "width": 32}, "do_normalize": False})),
+    ({}, dict(images_kwargs={"do_normalize": False}, padding="longest", return_tensors="np")),
+    ({}, dict(text_kwargs={"padding": "longest"}, max_length=5, truncation=True, return_tensors="np")),
+    ({}, dict(padding=True, return_tensors="np", data_format="channels_last", not_an_argument=1)),
+    ({"padding": "max_length", "max_length": 17}, dict(return_tensors="np")),
+    ({"padding": "max_length", "max_length": 17}, dict(return_tensors="np", padding="longest")),
+    ({"padding": "max_length", "max_length": 17}, dict(text_kwargs={"max_length": 12}, return_tensors="np")),
+]
+
+
+@pytest.mark.parametrize("init,call", CALLS)
+def test_call_keywords_routed_as_transformers(transformers, init, call):
+    ours, theirs = _pair(transformers, **init)
+    images = _images()
+    _same_nested(ours(text=TEXTS, images=images, **copy.deepcopy(call)),
+                 theirs(text=TEXTS, images=images, **copy.deepcopy(call)))
+
+
+def test_signature_is_transformers_typed_kwargs(transformers):
+    import inspect
+    import typing
+
+    from transformers.processing_utils import ProcessingKwargs, Unpack
+
+    from clip_core.processor import CLIPProcessorKwargs
+
+    ours = inspect.signature(CLIPProcessor.__call__).parameters
+    theirs = inspect.signature(transformers.CLIPProcessor.__call__).parameters
+    assert list(ours) == list(theirs) == ["self", "images", "text", "videos", "audio", "kwargs"]
+    assert ours["kwargs"].annotation.__origin__ is Unpack
+    assert typing.get_args(ours["kwargs"].annotation) == (CLIPProcessorKwargs,)
+    for modality, keys in ProcessingKwargs.__annotations__.items():
+        mine = set(CLIPProcessorKwargs.__annotations__[modality].__annotations__)
+        extra = {"do_convert_rgb"} if modality == "images_kwargs" else set()
+        assert mine == set(keys.__annotations__) | extra, modality
+
+
+def test_nested_images_videos_and_double_keywords_as_transformers(transformers):
+    ours, theirs = _pair(transformers)
+    image = _images()[0]
+    nested = [[image], [], [image]]
+    video = [np.zeros((2, 8, 8, 3), np.uint8)]
+    _same_nested(ours(text=TEXTS, images=nested, videos=video, padding=True, return_tensors="np"),
+                 theirs(text=TEXTS, images=nested, videos=video, padding=True, return_tensors="np"))
+    for proc in (ours, theirs):
+        with pytest.raises(ValueError, match="passed two times"):
+            proc(text=TEXTS, images=image, images_kwargs={"do_rescale": True}, do_rescale=True)
+    kwargs = {"do_rescale": True, "rescale_factor": -1}
+    ours(text=TEXTS, images=image, images_kwargs=kwargs)
+    assert kwargs == {"do_rescale": True, "rescale_factor": -1}  # the caller's dict is left as it was
+
+
+def test_text_positionally_first(processor):
+    image = _images()[0]
+    _same_nested(processor("a cat", image, return_tensors="np"),
+                 processor(images=image, text="a cat", return_tensors="np"))
+    with pytest.raises(ValueError, match="text=") as err:
+        processor("a cat")  # images first, as in transformers: a caption there is no image file
+    assert "a cat" in str(err.value)
 
 
 def test_only_one_modality_and_errors(processor):
