@@ -16,9 +16,10 @@ How it is faster while giving the same numbers:
 
 Deliberate differences from transformers, all on inputs transformers rejects or mangles:
 
-* With ``do_convert_rgb`` (the default) every image comes out with 3 channels, arrays included: 2-D and 1-channel
-  arrays are repeated to 3 channels (as PIL's "L" -> "RGB"), 4-channel arrays lose their alpha channel (as PIL's
-  "RGBA" -> "RGB"). transformers converts only PIL images.
+* With ``do_convert_rgb`` (the default) 2-D and 1-channel arrays are repeated to 3 channels (as PIL's "L" -> "RGB");
+  transformers converts only PIL images (and fails on such arrays). A 4-channel array keeps its 4 channels, as in
+  transformers, where ``image_mean`` / ``image_std`` fit 4 channels (a number, 4 values) or ``do_normalize=False``;
+  with 3-value ones (the default, where transformers fails) it loses its alpha channel (as PIL's "RGBA" -> "RGB").
 * The channel layout of an array is inferred per image (transformers infers it from the first image only).
 * ``pixel_values`` are always float32.
 * Non-finite values, zero-size images, unsupported dtypes and channel counts raise ``ValueError`` / ``TypeError``
@@ -200,6 +201,9 @@ class CLIPImageProcessor:
         self.image_mean = list(OPENAI_CLIP_MEAN) if image_mean is None else image_mean
         self.image_std = list(OPENAI_CLIP_STD) if image_std is None else image_std
         self.do_convert_rgb = do_convert_rgb
+        # preprocess's named arguments, as transformers' attribute lists them (its tests compare the two)
+        self._valid_processor_keys = ["images", *_PREPROCESS_ARGS, "return_tensors", "data_format",
+                                      "input_data_format"]
         for key, value in kwargs.items():  # unknown config keys survive a load / save round trip, as in transformers
             setattr(self, key, value)
 
@@ -264,7 +268,8 @@ class CLIPImageProcessor:
             channels_last=data_format == CHANNELS_LAST,
         )
 
-        sources = [ingest(obj, i, plan.do_convert_rgb, input_data_format) for i, obj in enumerate(
+        drop_alpha = plan.drops_alpha()
+        sources = [ingest(obj, i, plan.do_convert_rgb, input_data_format, drop_alpha) for i, obj in enumerate(
             flatten_images(images))]
         if plan.do_rescale and any(s.array is not None and s.array.dtype.kind == "f" for s in sources):
             first = next(s.array for s in sources if s.array is not None and s.array.dtype.kind == "f")

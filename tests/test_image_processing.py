@@ -148,6 +148,41 @@ def test_rgba_array_drops_alpha_like_pil():
     np.testing.assert_array_equal(_ours(np.asarray(rgba)), _ours(rgba))
 
 
+FOUR_CHANNEL_SETTINGS = [
+    dict(image_mean=0, image_std=1),
+    dict(image_mean=[0.5, 0.4, 0.3, 0.2], image_std=[0.2, 0.3, 0.4, 0.5], input_data_format="channels_first"),
+    dict(do_normalize=False),
+    dict(do_normalize=False, do_convert_rgb=False, do_resize=False),
+]
+
+
+@pytest.mark.parametrize("settings", FOUR_CHANNEL_SETTINGS)
+def test_rgba_array_keeps_4_channels_where_transformers_does(hf, settings):
+    """transformers converts only PIL images to RGB: a 4-channel array stays 4-channel wherever its normalisation
+    fits 4 channels; the same numbers here (``image_mean`` with 3 values: it fails, we drop alpha, as above)."""
+    settings = dict(settings)
+    first = settings.get("input_data_format") == "channels_first"
+    settings.setdefault("input_data_format", "channels_last")
+    shape = (4, 50, 70) if first else (50, 70, 4)
+    images = [_rng(s).integers(0, 256, shape, dtype=np.uint8) for s in range(2)]
+    ours = _ours(images, **settings)
+    theirs = _theirs(hf, images, return_tensors="np", **settings)
+    assert ours.shape[1] == 4
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError):
+        hf()(images, return_tensors="np", input_data_format=settings["input_data_format"])
+    assert _ours(images, input_data_format=settings["input_data_format"]).shape[1] == 3
+
+
+def test_valid_processor_keys_are_preprocess_arguments(hf):
+    import inspect
+
+    ours = CLIPImageProcessor()._valid_processor_keys
+    assert ours == hf()._valid_processor_keys
+    assert sorted(ours) == sorted(inspect.getfullargspec(CLIPImageProcessor.preprocess).args[1:])
+    assert "_valid_processor_keys" not in CLIPImageProcessor().to_json_string()
+
+
 def test_channels_last_is_a_transpose():
     images = [_photo(100, 150, seed=4), _photo(300, 40, seed=5)]
     first = _ours(images)

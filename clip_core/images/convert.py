@@ -121,8 +121,11 @@ def load_path(path: Any, index: int) -> PIL.Image.Image:
         raise ValueError(f"image {index}: {text!r} is not an image file PIL can read") from None
 
 
-def ingest(obj: Any, index: int, do_convert_rgb: bool, input_data_format: str | None) -> Source:
-    """Check one image and describe it; no pixel work yet."""
+def ingest(obj: Any, index: int, do_convert_rgb: bool, input_data_format: str | None,
+           drop_alpha: bool | None = None) -> Source:
+    """Check one image and describe it; no pixel work yet. ``drop_alpha`` (default: ``do_convert_rgb``): a
+    4-channel array loses its fourth channel (as PIL's RGBA -> RGB)."""
+    drop_alpha = do_convert_rgb if drop_alpha is None else drop_alpha
     if isinstance(obj, (str, os.PathLike)):
         obj = load_path(obj, index)
     if isinstance(obj, PIL.Image.Image):
@@ -141,7 +144,7 @@ def ingest(obj: Any, index: int, do_convert_rgb: bool, input_data_format: str | 
                             else CHANNELS_LAST, obj)
     if isinstance(obj, np.ndarray) or is_tensor(obj) or hasattr(obj, "__array_interface__"):
         array = obj if isinstance(obj, np.ndarray) else to_numpy(obj)
-        return ingest_array(array, index, do_convert_rgb, input_data_format, obj)
+        return ingest_array(array, index, drop_alpha, input_data_format, obj)
     raise TypeError(
         f"image {index} has type {type(obj).__module__}.{type(obj).__qualname__}; expected a PIL image, a numpy "
         "array or a torch/tf/jax tensor")
@@ -159,7 +162,7 @@ def infer_layout(shape: tuple[int, ...], index: int) -> str:
         "first or last (give input_data_format to say which)")
 
 
-def ingest_array(array: np.ndarray, index: int, do_convert_rgb: bool, layout: str | None, original: Any) -> Source:
+def ingest_array(array: np.ndarray, index: int, drop_alpha: bool, layout: str | None, original: Any) -> Source:
     what = describe(original)
     if array.dtype == bool:
         array = array.view(np.uint8)
@@ -183,7 +186,7 @@ def ingest_array(array: np.ndarray, index: int, do_convert_rgb: bool, layout: st
     height, width, channels = array.shape
     if height == 0 or width == 0:
         raise ValueError(f"image {index} is empty: {what}")
-    if channels == 4 and do_convert_rgb:
+    if channels == 4 and drop_alpha:
         array = array[:, :, :3]  # as PIL's RGBA -> RGB: the alpha channel is dropped
         channels = 3
     elif channels not in (1, 3, 4):

@@ -44,7 +44,18 @@ class Plan:
         return source.height, source.width
 
     def output_channels(self, source: Source) -> int:
-        return 3 if self.do_convert_rgb else source.channels
+        return 3 if self.do_convert_rgb and source.channels != 4 else source.channels
+
+    def drops_alpha(self) -> bool:
+        """Whether a 4-channel array loses its fourth channel: with ``do_convert_rgb`` only when normalising needs
+        3 channels (transformers keeps arrays' channels, and then fails on a 3-value mean / std)."""
+        if not self.do_convert_rgb:
+            return False
+        try:
+            self.check_channels(4)
+        except ValueError:
+            return True
+        return False
 
     def float_steps(self, image: np.ndarray, channels: int) -> np.ndarray:
         """transformers' rescale then normalise, step by step (float64 product, float32 result; HWC layout)."""
