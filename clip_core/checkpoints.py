@@ -21,8 +21,9 @@ Errors: a missing file or directory raises ``FileNotFoundError``; a file that is
 :class:`CorruptCheckpointError` (an ``OSError``); a pickle that would run code raises :class:`UnsafeCheckpointError`
 (a ``ValueError``); something well-formed that is not a CLIP checkpoint raises :class:`UnsupportedCheckpointError`
 (a ``ValueError``); weights that do not fit the config raise :class:`~clip_core.weights.StateMismatchError` (a
-``ValueError``) naming every missing, unexpected and mis-shaped tensor. Corrupt, unsafe and unsupported derive
-from :class:`CheckpointError`.
+``ValueError`` and a ``RuntimeError``) naming every missing, unexpected and mis-shaped tensor
+(:func:`load_for_model` instead fits them as transformers' ``from_pretrained`` does). Corrupt, unsafe and
+unsupported derive from :class:`CheckpointError`.
 
 Every name this module offered before the formats moved to :mod:`clip_core.formats` is still importable from here.
 """
@@ -57,8 +58,8 @@ from clip_core.formats.safetensors import read_safetensors, write_safetensors  #
 from clip_core.formats.sharding import read_hparams_json
 from clip_core.hub import resolve_file
 from clip_core.jsonio import read_json
-from clip_core.weights import (ARCHITECTURES, ParamSpec, StateMismatchError, nonfinite_parameters,  # noqa: F401
-                               param_table, validate_state)
+from clip_core.weights import (ARCHITECTURES, LoadReport, ParamSpec, StateMismatchError, _is_buffer,  # noqa: F401
+                               fit_state, init_state, nonfinite_parameters, param_table, validate_state)
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,10 @@ def _read_source(source: _Source, mmap: bool = False) -> tuple[dict[str, np.ndar
     return openai.convert_openai_state(raw), config
 
 
-def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: dict, mmap: bool = False):
+def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: dict, mmap: bool = False,
+          strict: bool = True, ignore_mismatched_sizes: bool = False):
+    """``(config, state, arch, report)``: strict (every missing, unknown or mis-shaped tensor raises) or
+    fitted as transformers does (:func:`clip_core.weights.fit_state`); ``report`` says what was done."""
     if arch is not None and arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     if fmt is not None:
@@ -232,19 +236,32 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
     if arch is None:
         arch = detect_arch(config, state)
     config = config_for_arch(config, arch, state)
-    state = _select(state, arch)
     table = param_table(config, arch)
-    if arch == "image_classification" and not any(name.startswith("classifier.") for name in state):
-        logger.warning("%s has no classifier: it is newly initialised", source.weights)
-        state.update(_fresh_classifier(config, table, state))
-    validate_state(state, table, where=str(source.weights))
-    state = {name: state[name] for name in table}
+    if strict:
+        state, report = _strict_state(state, table, config, arch, str(source.weights))
+    else:
+        state, report = fit_state({k: v for k, v in state.items() if not _is_buffer(k)}, table, config, arch,
+                                  ignore_mismatched_sizes=ignore_mismatched_sizes, where=str(source.weights))
+    report.source = source.fmt
     bad = nonfinite_parameters(state)
     if bad:
         shown = ", ".join(bad[:20]) + (f", ... and {len(bad) - 20} more" if len(bad) > 20 else "")
         warnings.warn(f"{source.weights}: {len(bad)} parameter(s) hold NaN or infinite values: {shown}; the model's "
                       "outputs will be NaN or infinite wherever they are used", NonFiniteWeightsWarning, stacklevel=3)
-    return config, state, arch
+    return config, state, arch, report
+
+
+def _strict_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], config, arch: str, where: str):
+    """The strict fit: the other CLIP parts a tower's checkpoint holds are dropped (reported as unexpected); a
+    missing classifier head of a CLIP checkpoint is newly initialised (reported as missing); anything else that
+    does not fit raises :class:`StateMismatchError`."""
+    selected = _select(state, arch)
+    report = LoadReport(unexpected=[k for k in state if k not in selected and not _is_buffer(k)])
+    if arch == "image_classification" and not any(name.startswith("classifier.") for name in selected):
+        report.missing = [name for name in table if name.startswith("classifier.")]
+        selected.update(_fresh_classifier(config, arch, report.missing, selected))
+    validate_state(selected, table, where=where)
+    return {name: selected[name] for name in table}, report
 
 
 class NonFiniteWeightsWarning(UserWarning):
@@ -261,16 +278,12 @@ def _config_from_dict(data: dict, arch: str | None):
     return (_CONFIG_CLASSES[arch] if arch is not None else CLIPConfig).from_dict(data)
 
 
-def _fresh_classifier(config, table: Mapping[str, ParamSpec], state: Mapping[str, np.ndarray]) -> dict:
-    """transformers' initialisation of a missing classifier head (normal, std hidden**-0.5; zero bias)."""
-    vision = config.vision_config
-    dtype = np.asarray(state["vision_model.post_layernorm.weight"]).dtype if \
-        "vision_model.post_layernorm.weight" in state else np.float32
-    rng = np.random.default_rng(0)
-    weight, bias = table["classifier.weight"], table["classifier.bias"]
-    std = vision.hidden_size ** -0.5 * getattr(vision, "initializer_factor", 1.0)
-    return {weight.name: (rng.standard_normal(weight.shape, dtype=np.float32) * np.float32(std)).astype(dtype),
-            bias.name: np.zeros(bias.shape, dtype=dtype)}
+def _fresh_classifier(config, arch: str, names: Sequence[str], state: Mapping[str, np.ndarray]) -> dict:
+    """transformers' initialisation of a missing classifier head (:func:`~clip_core.weights.init_state` of those
+    names: normal with std hidden**-0.5, zero bias), in the dtype of the loaded weights."""
+    known = "vision_model.post_layernorm.weight"
+    dtype = np.asarray(state[known]).dtype if known in state else np.float32
+    return init_state(config, arch, 0, dtype=dtype, names=names)
 
 
 def detect_arch(config, state: Mapping[str, np.ndarray]) -> str:
@@ -302,7 +315,8 @@ def load_checkpoint(path_or_repo: str | os.PathLike, *, arch: str = "clip", conf
             process owns (less memory until the tensors are used). Caveat: a model holding such views changes when
             the file is rewritten in place, and reading them after the file is truncated kills the process
             (``SIGBUS``). Off by default.
-        hub_kwargs: ``revision``, ``cache_dir``, ``token`` ... for Hub repos.
+        hub_kwargs: ``revision``, ``cache_dir``, ``token`` ... for Hub repos; ``subfolder`` (a folder inside
+            the directory or the repo holding the config and the weights) for both.
 
     OpenAI / open_clip state dicts are converted (their config inferred from the shapes when there is no
     ``config.json``). The state holds exactly the table's names, in PyTorch layouts, with the stored dtypes
@@ -310,19 +324,64 @@ def load_checkpoint(path_or_repo: str | os.PathLike, *, arch: str = "clip", conf
 
     Raises:
         FileNotFoundError: no such path, no weights in the directory (naming the files looked for), no config.
-        StateMismatchError: the weights do not fit the config (every missing, unexpected, mis-shaped tensor).
+        StateMismatchError: the weights do not fit the config (every missing, unexpected, mis-shaped tensor); a
+            ``ValueError`` and a ``RuntimeError``. Strict: :func:`load_for_model` fits them as transformers does.
         CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError: see the module docstring.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
-    config, state, _ = _load(path_or_repo, arch, config, format, hub_kwargs, mmap)
+    path_or_repo, hub_kwargs = _in_subfolder(path_or_repo, hub_kwargs)
+    config, state, _, report = _load(path_or_repo, arch, config, format, hub_kwargs, mmap)
+    if report.missing:  # only a classifier head a CLIP checkpoint lacks gets here
+        logger.warning("%s has no classifier: it is newly initialised", path_or_repo)
     return config, state
 
 
 def load_any(path_or_repo: str | os.PathLike, *, config=None, format: str | None = None, mmap: bool = False,
              **hub_kwargs):
     """Like :func:`load_checkpoint`, with the architecture detected: returns ``(config, state, arch)``."""
-    return _load(path_or_repo, None, config, format, hub_kwargs, mmap)
+    path_or_repo, hub_kwargs = _in_subfolder(path_or_repo, hub_kwargs)
+    config, state, arch, report = _load(path_or_repo, None, config, format, hub_kwargs, mmap)
+    if report.missing:
+        logger.warning("%s has no classifier: it is newly initialised", path_or_repo)
+    return config, state, arch
+
+
+def load_for_model(path_or_repo: str | os.PathLike, *, arch: str, config=None, format: str | None = None,
+                   strict: bool = False, ignore_mismatched_sizes: bool = False, mmap: bool = False,
+                   **hub_kwargs) -> tuple[Any, dict[str, np.ndarray], LoadReport]:
+    """What ``from_pretrained`` loads: ``(config, state, report)`` for model ``arch``.
+
+    Not ``strict`` (the default), the weights are fitted as transformers does (:func:`clip_core.weights.fit_state`):
+    missing parameters newly initialised, unexpected tensors dropped, mis-shaped ones a
+    :class:`StateMismatchError` (a ``ValueError`` and a ``RuntimeError``) unless ``ignore_mismatched_sizes``, which
+    initialises them anew; a checkpoint sharing no parameter with the model always raises. ``strict`` is
+    :func:`load_checkpoint`'s rule (only the other CLIP parts a tower does not use are dropped, and a classifier
+    head a CLIP checkpoint lacks is initialised). The :class:`~clip_core.weights.LoadReport` says what was done;
+    nothing is logged here. Other arguments as :func:`load_checkpoint` (``subfolder`` too).
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    path_or_repo, hub_kwargs = _in_subfolder(path_or_repo, hub_kwargs)
+    config, state, _, report = _load(path_or_repo, arch, config, format, hub_kwargs, mmap, strict=strict,
+                                     ignore_mismatched_sizes=ignore_mismatched_sizes)
+    return config, state, report
+
+
+def _in_subfolder(path_or_repo, hub_kwargs: dict):
+    """``(path, hub_kwargs)`` with a ``subfolder`` applied: joined to a local directory (then dropped), kept for
+    a Hub repo id (the download takes it)."""
+    subfolder = hub_kwargs.get("subfolder")
+    if not subfolder:
+        return path_or_repo, {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
+    if not isinstance(subfolder, (str, os.PathLike)):
+        raise TypeError(f"subfolder must be a string, got {type(subfolder).__name__}")
+    if isinstance(path_or_repo, (str, os.PathLike)) and Path(path_or_repo).is_dir():
+        folder = Path(path_or_repo) / os.fspath(subfolder).strip("/")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no subfolder {os.fspath(subfolder)!r} in {path_or_repo}")
+        return folder, {k: v for k, v in hub_kwargs.items() if k != "subfolder"}
+    return path_or_repo, hub_kwargs
 
 
 # ---------------------------------------------------------------------------------------------- saving
@@ -435,7 +494,8 @@ def convert_checkpoint(source: str | os.PathLike, destination: str | os.PathLike
 
 
 __all__ = [
-    "load_checkpoint", "load_any", "save_checkpoint", "convert_checkpoint", "cast_state", "read_state_file", "read_safetensors",
+    "load_checkpoint", "load_any", "load_for_model", "save_checkpoint", "convert_checkpoint", "cast_state",
+    "read_state_file", "read_safetensors",
     "read_pytorch", "read_tf_h5", "read_flax_msgpack", "read_sharded", "write_safetensors", "write_pytorch",
     "write_tf_h5", "write_flax_msgpack", "flax_msgpack_loads", "flax_msgpack_dump", "detect_format",
     "detect_arch", "config_for_arch", "read_config_file", "parse_size", "reading",

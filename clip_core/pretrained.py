@@ -11,6 +11,7 @@ Everything else (finding files, every format, validation, atomic writes) lives i
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Sequence
 
@@ -18,7 +19,11 @@ import numpy as np
 
 from clip_core import checkpoints
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-from clip_core.weights import init_state, param_table
+from clip_core.weights import LoadReport, ParamSpec, fit_state, flax_path, init_state, param_table, tf_name, \
+    validate_state
+
+#: Where ``from_pretrained`` reports what it initialised and dropped (transformers' texts, one logger for all).
+logger = logging.getLogger(__name__)
 
 #: The config class each architecture is built from.
 CONFIG_CLASSES = {
@@ -27,7 +32,7 @@ CONFIG_CLASSES = {
     "vision": CLIPVisionConfig, "vision_projection": CLIPVisionConfig,
 }
 
-_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download")
+_HUB_KWARGS = ("revision", "cache_dir", "token", "local_files_only", "force_download", "subfolder")
 #: transformers' from_pretrained switches that change nothing here
 _IGNORED_KWARGS = ("low_cpu_mem_usage", "use_safetensors", "trust_remote_code", "from_tf", "from_flax", "from_pt",
                    "_fast_init", "mirror", "proxies", "resume_download", "use_auth_token", "offload_state_dict",
@@ -120,9 +125,20 @@ class PretrainedMixin:
         As in transformers: keyword arguments naming config attributes override the checkpoint's config
         (``projection_dim=``, ``num_labels=``, ``id2label=``, ``text_config=``...); ``from_pretrained(None,
         config=..., state_dict=...)`` builds from a state dict (numpy or the backend's tensors, canonical names);
-        ``output_loading_info=True`` also returns ``{"missing_keys", "unexpected_keys", "mismatched_keys",
-        "error_msgs"}`` (always empty: a checkpoint that does not fit the config raises
-        :class:`clip_core.weights.StateMismatchError`, naming every missing, unexpected and mis-shaped tensor).
+        ``subfolder="x"`` loads the config and weights of ``x`` inside the folder or Hub repo.
+
+        Weights that do not fit, as in transformers: missing parameters are newly initialised (transformers'
+        initialisation, seeded: the same values in every backend) and unexpected tensors dropped, each with one
+        warning naming them (logger ``clip_core.pretrained``, transformers' texts for the backend); mis-shaped
+        tensors raise :class:`clip_core.weights.StateMismatchError` (a ``ValueError`` and a ``RuntimeError``)
+        unless ``ignore_mismatched_sizes=True``, which initialises them anew with a warning naming each with both
+        shapes. A checkpoint sharing no parameter with the model always raises. ``strict=True`` raises
+        :class:`~clip_core.weights.StateMismatchError` for any missing, unexpected or mis-shaped tensor (only the
+        other CLIP parts a tower does not use are dropped, and a classifier head a CLIP checkpoint lacks is
+        initialised). ``output_loading_info=True`` also returns what was done, keyed as transformers keys it for
+        the backend: PyTorch ``{"missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"}`` (sorted
+        names), TensorFlow ``{"missing_keys", "unexpected_keys", "mismatched_keys"}`` (PyTorch names, or the
+        ``clip/.../kernel:0`` names for a ``tf_model.h5``), Flax the same three with parameter paths (tuples).
         transformers' loading switches that change nothing here (``low_cpu_mem_usage``, ``use_safetensors``,
         ``trust_remote_code``, ``from_tf`` ...) are accepted and ignored.
         """
@@ -130,6 +146,8 @@ class PretrainedMixin:
             raise TypeError(f"{cls.__name__}.from_pretrained takes the path and keyword arguments only, got "
                             f"{len(model_args)} more positional argument(s)")
         hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        strict = bool(kwargs.pop("strict", False))
+        ignore_mismatched_sizes = bool(kwargs.pop("ignore_mismatched_sizes", False))
         for key in _IGNORED_KWARGS:
             kwargs.pop(key, None)
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_KEYS or k in _config_keys(cls)}
@@ -140,25 +158,36 @@ class PretrainedMixin:
                 raise ValueError(f"{cls.__name__}.from_pretrained(None, ...) needs both config= and state_dict=")
             config = _override(config, overrides)
             state = {k: _to_numpy(v) for k, v in dict(state_dict).items()}
-            from clip_core.weights import validate_state
-            validate_state(state, cls.param_table(config), where="state_dict")
+            table = cls.param_table(config)
+            if strict:
+                validate_state(state, table, where="state_dict")
+                report = LoadReport()
+            else:
+                state, report = fit_state({k: v for k, v in state.items() if not k.endswith("position_ids")},
+                                          table, config, cls.arch, where="state_dict",
+                                          ignore_mismatched_sizes=ignore_mismatched_sizes)
+            report.source = "state_dict"
         else:
             if state_dict is not None:
                 raise ValueError("pass either a path or state_dict=, not both")
+            path, hub = checkpoints._in_subfolder(pretrained_model_name_or_path, hub)
             if overrides or _is_auto(dtype, kwargs) and config is None:
                 if config is None:
-                    config = _read_config(cls, pretrained_model_name_or_path, hub)
+                    config = _read_config(cls, path, hub)
                 config = _override(config, overrides)
-            config, state = checkpoints.load_checkpoint(pretrained_model_name_or_path, arch=cls.arch,
-                                                        config=config, **hub)
+            config, state, report = checkpoints.load_for_model(
+                path, arch=cls.arch, config=config, strict=strict,
+                ignore_mismatched_sizes=ignore_mismatched_sizes, **hub)
             if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
                 config._name_or_path = str(pretrained_model_name_or_path)
         if _is_auto(dtype, kwargs) and getattr(config, "dtype", None):  # the dtype config.json records
             dtype = config.dtype
             kwargs.pop("torch_dtype", None)
         model = cls._from_state(config, state, dtype=dtype, **kwargs)
+        info = _loading_info(cls, report, cls.param_table(config))
+        _log_loading(cls, report, info, pretrained_model_name_or_path, config)
         if output_loading_info:
-            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+            return model, info
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, format: str | Sequence[str] = "safetensors", *,
@@ -213,6 +242,140 @@ class PretrainedMixin:
 
     def export_state(self) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------- loading reports
+def _framework(cls) -> str:
+    """``"pt"``, ``"tf"`` or ``"flax"``: which of transformers' loaders a model class mirrors."""
+    bases = {klass.__name__ for klass in cls.__mro__}
+    return "tf" if "TFCLIPPreTrainedModel" in bases else "flax" if "FlaxCLIPPreTrainedModel" in bases else "pt"
+
+
+_NORMS = ("layer_norm1", "layer_norm2", "pre_layrnorm", "post_layernorm", "final_layer_norm")
+
+
+def _guess_spec(name: str, shape) -> ParamSpec:
+    """The spec of a tensor the model has no parameter for, from CLIP's naming (``None`` kind when unknown)."""
+    parts = name.split(".")
+    leaf, owner = parts[-1], parts[-2] if len(parts) > 1 else ""
+    if owner in _NORMS:
+        kind = {"weight": "norm_scale", "bias": "norm_bias"}.get(leaf)
+    elif owner == "patch_embedding" and leaf == "weight":
+        kind = "conv"
+    elif owner.endswith("_embedding") and leaf == "weight":
+        kind = "embedding"
+    elif leaf == "class_embedding":
+        kind = "vector"
+    elif name == "logit_scale":
+        kind = "scalar"
+    else:
+        kind = {"weight": "linear", "bias": "bias"}.get(leaf)
+    return ParamSpec(name, tuple(shape), kind)
+
+
+def _layout(shape, kind, framework: str) -> tuple:
+    """A canonical (PyTorch) shape in ``framework``'s layout for a parameter of ``kind``."""
+    shape = tuple(int(d) for d in shape)
+    if kind == "linear" and len(shape) == 2:
+        return shape[::-1]
+    if kind == "conv" and len(shape) == 4:
+        return (shape[2], shape[3], shape[1], shape[0])
+    if kind == "scalar" and framework == "tf":
+        return (1,)
+    return shape
+
+
+def _tf_key(spec: ParamSpec) -> str:
+    """transformers' TF name of a weight in a ``tf_model.h5`` (below the model's own name)."""
+    return "clip/" + (tf_name(spec) if spec.kind is not None else spec.name.replace(".", "/") + ":0")
+
+
+def _flax_key(spec: ParamSpec, known: bool, from_torch: bool) -> tuple:
+    """transformers' Flax path of a parameter; for a tensor of a PyTorch file the model does not have, the path
+    transformers' PyTorch-to-Flax renaming gives it (``weight`` -> ``kernel``, ``gamma`` / ``beta`` -> ``weight`` /
+    ``bias``)."""
+    if known or (not from_torch and spec.kind is not None):
+        return flax_path(spec)
+    parts = spec.name.split(".")
+    if from_torch:
+        parts[-1] = {"weight": "kernel", "gamma": "weight", "beta": "bias"}.get(parts[-1], parts[-1])
+    return tuple(parts)
+
+
+def _loading_info(cls, report: LoadReport, table) -> dict:
+    """``output_loading_info``'s dict as transformers builds it for the backend ``cls`` mirrors."""
+    framework = _framework(cls)
+    if framework == "pt":
+        return {"missing_keys": sorted(report.missing), "unexpected_keys": sorted(report.unexpected),
+                "mismatched_keys": [name for name, _, _ in report.mismatched], "error_msgs": []}
+    spec = {name: table[name] for name in report.missing}
+    spec.update({name: table[name] for name, _, _ in report.mismatched})
+    unexpected = [_guess_spec(name, ()) for name in report.unexpected]
+    if framework == "tf":
+        if report.source.startswith("tf"):  # transformers' h5 loader: its weight names, TF layouts
+            # (a missing ".../embeddings:0" is reported as ".../weight:0", as transformers' retry renames it)
+            missing = [_tf_key(spec[n]) for n in report.missing]
+            missing = [k[:-len("embeddings:0")] + "weight:0" if k.endswith("embeddings:0") else k for k in missing]
+            mismatched = [(_tf_key(spec[n]), _layout(found, spec[n].kind, "tf"), _layout(want, spec[n].kind, "tf"))
+                          for n, found, want in report.mismatched]
+            return {"missing_keys": missing, "unexpected_keys": [_tf_key(u) for u in unexpected],
+                    "mismatched_keys": mismatched}
+        # transformers' PyTorch-to-TF loader: PyTorch names, the checkpoint's shape and the TF variable's
+        mismatched = [(n, tuple(found), _layout(want, spec[n].kind, "tf")) for n, found, want in report.mismatched]
+        return {"missing_keys": list(report.missing), "unexpected_keys": list(report.unexpected),
+                "mismatched_keys": mismatched}
+    from_torch = not report.source.startswith("flax")
+    mismatched = [(flax_path(spec[n]), _layout(found, spec[n].kind, "flax"), _layout(want, spec[n].kind, "flax"))
+                  for n, found, want in report.mismatched]
+    return {"missing_keys": {flax_path(spec[n]) for n in report.missing},
+            "unexpected_keys": {_flax_key(u, False, from_torch) for u in unexpected},
+            "mismatched_keys": mismatched}
+
+
+_RETRAIN = ("You should probably TRAIN this model on a down-stream task to be able to use it for predictions and "
+            "inference.")
+
+
+def _log_loading(cls, report: LoadReport, info: dict, where, config) -> None:
+    """One log record per kind of change, with transformers' first sentence for the backend (what people grep)."""
+    framework, name = _framework(cls), cls.__name__
+    missing, unexpected, mismatched = info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]
+    rows = report.mismatched if framework == "pt" else mismatched  # PyTorch's info holds names only
+    shapes = "\n".join(f"- {key}: found shape {found} in the checkpoint and {want} in the model instantiated"
+                        for key, found, want in rows)
+    why = (f"\n- expected when the checkpoint belongs to another class or task (a CLIP checkpoint loaded into one "
+           f"tower, or into {name} with a new head);\n- not expected when it was saved from a {name} itself.")
+    h5 = framework == "tf" and report.source.startswith("tf")
+    torch_into_tf = framework == "tf" and not h5
+    if unexpected:
+        level = logging.WARNING
+        if framework == "pt" and name not in (getattr(config, "architectures", None) or ()):
+            level = logging.INFO  # transformers: a warning only when the checkpoint was saved from this class
+        if torch_into_tf:
+            head = f"Some weights of the PyTorch model were not used when initializing the TF 2.0 model {name}"
+        else:
+            head = f"Some {'layers' if h5 else 'weights'} of the model checkpoint at {where} were not used when " \
+                   f"initializing {name}"
+        logger.log(level, "%s: %s%s", head, unexpected, why)
+    elif framework != "pt":
+        logger.log(logging.WARNING if framework == "tf" else logging.INFO, "%s",
+                   f"All PyTorch model weights were used when initializing {name}." if torch_into_tf else
+                   f"All model checkpoint {'layers' if h5 else 'weights'} were used when initializing {name}.")
+    if missing:
+        if torch_into_tf:
+            head = f"Some weights or buffers of the TF 2.0 model {name} were not initialized from the PyTorch model"
+        else:
+            head = f"Some {'layers' if h5 else 'weights'} of {name} were not initialized from the model checkpoint " \
+                   f"at {where}"
+        logger.warning("%s and are newly initialized: %s\n%s", head, missing, _RETRAIN)
+    elif not mismatched and framework != "pt":
+        source = "the PyTorch model" if torch_into_tf else f"the model checkpoint at {where}"
+        logger.log(logging.WARNING if framework == "tf" else logging.INFO, "%s",
+                   f"All the {'layers' if h5 else 'weights'} of {name} were initialized from {source}.\nIf your "
+                   f"task is like the checkpoint's, {name} can be used for predictions without further training.")
+    if mismatched:
+        logger.warning("Some weights of %s were not initialized from the model checkpoint at %s and are newly "
+                       "initialized because the shapes did not match:\n%s\n%s", name, where, shapes, _RETRAIN)
 
 
 __all__ = ["PretrainedMixin", "CONFIG_CLASSES"]

@@ -19,7 +19,8 @@ scalar         ``[]``                same name, ``[]``                same name,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -133,10 +134,14 @@ def param_table(config, arch: str = "clip") -> dict[str, ParamSpec]:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-class StateMismatchError(ValueError):
-    """A state does not fit the parameter table; ``missing``, ``unexpected`` and ``mismatched`` say how."""
+class StateMismatchError(ValueError, RuntimeError):
+    """A state does not fit the parameter table; ``missing``, ``unexpected`` and ``mismatched`` say how.
 
-    def __init__(self, missing, unexpected, mismatched, where: str = "") -> None:
+    A ``ValueError`` and a ``RuntimeError`` (what transformers raises for mis-shaped weights), so either ``except``
+    catches it. ``hint`` (optional) is a last line saying what to do about it.
+    """
+
+    def __init__(self, missing, unexpected, mismatched, where: str = "", hint: str = "") -> None:
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
         lines = [f"the weights{(' in ' + where) if where else ''} do not match the model's parameters:"]
         if self.mismatched:
@@ -147,6 +152,8 @@ class StateMismatchError(ValueError):
             lines.append(f"  {len(self.missing)} missing: " + _names(self.missing))
         if self.unexpected:
             lines.append(f"  {len(self.unexpected)} unexpected: " + _names(self.unexpected))
+        if hint:
+            lines.append(hint)
         super().__init__("\n".join(lines))
 
 
@@ -175,6 +182,56 @@ def validate_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpe
             raise TypeError(f"parameter {name} has dtype {np.asarray(state[name]).dtype}; expected a float dtype")
 
 
+@dataclass
+class LoadReport:
+    """How a checkpoint's state was fitted to a model's parameter table (canonical names, PyTorch layouts).
+
+    ``missing``: parameters the checkpoint lacks (newly initialised), in table order; ``unexpected``: tensors the
+    model has no parameter for (dropped), in checkpoint order; ``mismatched``: ``(name, found, expected)`` shapes
+    of the tensors re-initialised because ``ignore_mismatched_sizes`` was set; ``source``: the checkpoint's format
+    (``"safetensors"``, ``"pytorch"``, ``"tf"``, ``"flax"``, ...), which decides how transformers names the keys.
+    """
+
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    mismatched: list = field(default_factory=list)
+    source: str = ""
+
+
+def _is_buffer(name: str) -> bool:
+    """transformers' non-persistent buffers (``position_ids``): never loaded, never reported."""
+    return name.endswith("position_ids")
+
+
+def fit_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], config, arch: str, *,
+              ignore_mismatched_sizes: bool = False, where: str = "", seed: int = 0
+              ) -> tuple[dict[str, np.ndarray], LoadReport]:
+    """``state`` fitted to ``table`` as transformers' ``from_pretrained`` does, and a :class:`LoadReport`.
+
+    Missing parameters are newly initialised (:func:`init_state` of those names only, seeded by ``seed``);
+    unexpected tensors are dropped; mis-shaped ones raise :class:`StateMismatchError` unless
+    ``ignore_mismatched_sizes``, which re-initialises them. New values take the dtype of the loaded ones.
+    A state sharing no parameter with the table raises :class:`StateMismatchError` (never a silently random model).
+    """
+    missing = [name for name in table if name not in state]
+    unexpected = [name for name in state if name not in table and not _is_buffer(name)]
+    mismatched = [(name, tuple(np.shape(state[name])), spec.shape) for name, spec in table.items()
+                  if name in state and tuple(np.shape(state[name])) != spec.shape]
+    if mismatched and not ignore_mismatched_sizes:
+        raise StateMismatchError([], [], [(n, e, f) for n, f, e in mismatched], where,
+                                 hint="pass ignore_mismatched_sizes=True to initialise them anew instead")
+    fresh = set(missing) | {name for name, _, _ in mismatched}
+    loaded = [name for name in table if name not in fresh]
+    if not loaded:
+        raise StateMismatchError(missing, unexpected, [(n, e, f) for n, f, e in mismatched], where,
+                                 hint="the checkpoint shares no parameter with the model: it is not this model's")
+    validate_state({name: state[name] for name in loaded}, {name: table[name] for name in loaded}, where=where)
+    dtype = np.asarray(state[loaded[0]]).dtype
+    new = init_state(config, arch, seed, dtype=dtype, names=fresh) if fresh else {}
+    fitted = {name: new[name] if name in fresh else state[name] for name in table}
+    return fitted, LoadReport(missing, unexpected, mismatched)
+
+
 def nonfinite_parameters(state: Mapping[str, np.ndarray]) -> list[str]:
     """The names of the parameters holding a NaN or an infinity (bfloat16 arrays included)."""
     bad = []
@@ -193,16 +250,26 @@ def nonfinite_parameters(state: Mapping[str, np.ndarray]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- random init
-def init_state(config, arch: str = "clip", seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+def init_state(config, arch: str = "clip", seed: int = 0, dtype=np.float32,
+               names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """A random state following transformers' CLIP initialisation, reproducible from ``seed`` in every backend.
 
     Normal draws with: embeddings ``initializer_range``; the class token ``d**-0.5``; q/k/v ``d**-0.5 (2L)**-0.5``;
     ``out_proj`` ``d**-0.5``; ``fc1`` ``(2d)**-0.5``; ``fc2`` ``d**-0.5 (2L)**-0.5``; projections and the classifier
     ``d**-0.5`` (each times ``initializer_factor``). Layer norms start at 1/0, biases at 0, ``logit_scale`` at
     ``logit_scale_init_value``.
+
+    ``names`` (optional) draws only those parameters, each from a generator of its own seeded by ``seed`` and its
+    name (cheap for a few names of a large model; the values differ from a full draw's).
     """
     rng = np.random.default_rng(seed)
     table = param_table(config, arch)
+    if names is not None:
+        names = set(names)
+        unknown = sorted(names - set(table))
+        if unknown:
+            raise ValueError(f"init_state: {arch!r} has no parameters {unknown}")
+        table = {name: spec for name, spec in table.items() if name in names}
     text, vision = tower_configs(config, arch)
     state: dict[str, np.ndarray] = {}
     for name, spec in table.items():
@@ -228,7 +295,8 @@ def init_state(config, arch: str = "clip", seed: int = 0, dtype=np.float32) -> d
                 std = (2 * d) ** -0.5
             else:  # out_proj, the projections, the classifier: fan-in scaled
                 std = spec.shape[1] ** -0.5
-            value = rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(std * factor)
+            draw = rng if names is None else np.random.default_rng((seed, zlib.crc32(name.encode())))
+            value = draw.standard_normal(spec.shape, dtype=np.float32) * np.float32(std * factor)
         state[name] = np.asarray(value, dtype=dtype)
     return state
 
@@ -322,6 +390,6 @@ def flatten_tree(tree: Mapping, prefix: tuple[str, ...] = ()) -> Iterable[tuple[
 
 __all__ = [
     "ARCHITECTURES", "KINDS", "ParamSpec", "param_table", "text_tower_table", "vision_tower_table", "tower_configs",
-    "StateMismatchError", "validate_state", "init_state", "to_framework_layout", "from_framework_layout",
-    "flax_path", "tf_name", "to_flax_tree", "from_flax_tree", "flatten_tree",
+    "StateMismatchError", "validate_state", "LoadReport", "fit_state", "init_state", "to_framework_layout",
+    "from_framework_layout", "flax_path", "tf_name", "to_flax_tree", "from_flax_tree", "flatten_tree",
 ]

@@ -1,0 +1,369 @@
+"""Weights that do not fit the model, as transformers 4.57.6 loads them (issue 15): missing parameters newly
+initialised, unexpected tensors dropped, mis-shaped ones an error unless ``ignore_mismatched_sizes``, each with a
+warning naming them, and ``output_loading_info`` listing the same keys as transformers' for the same files, in
+each backend's format. ``strict=True`` and :func:`clip_core.checkpoints.load_checkpoint` stay strict; a checkpoint
+sharing no parameter with the model always raises. ``subfolder=`` loads a folder inside a directory or a Hub repo.
+
+The reference is transformers itself, loading the very same files (PyTorch, and its TF / Flax classes of 4.57).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clip_core.checkpoints import load_checkpoint, save_checkpoint
+from clip_core.config import CLIPConfig
+from clip_core.weights import StateMismatchError, init_state, param_table
+from tests.test_errors import CONFIG
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+from safetensors.numpy import save_file  # noqa: E402
+
+import clip_pt  # noqa: E402
+
+LOGGER = "clip_core.pretrained"
+DROPPED = ["text_model.final_layer_norm.bias", "text_projection.weight"]
+PIXELS = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
+IDS = np.array([[48, 5, 6, 49, 0], [48, 7, 49, 0, 0]], dtype=np.int64)
+
+
+def _config(**changes) -> CLIPConfig:
+    return CLIPConfig.from_dict({**CONFIG.to_dict(), "architectures": ["CLIPModel"], **changes})
+
+
+def _write(folder: Path, state: dict, fmt: str = "safetensors", config: CLIPConfig | None = None) -> Path:
+    """``state`` as transformers' PyTorch would write it (no validation: it may not fit the config)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (config or _config()).save_pretrained(folder)
+    if fmt == "safetensors":
+        save_file({k: np.array(v, order="C") for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+    else:
+        torch.save({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, folder / "pytorch_model.bin")
+    return folder
+
+
+def _broken_state() -> dict:
+    state = init_state(CONFIG, "clip", seed=1)
+    for name in DROPPED:
+        del state[name]
+    state["foo.bar"] = np.zeros(3, np.float32)
+    return state
+
+
+def _messages(caplog, level=logging.WARNING) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= level)
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch
+@pytest.mark.parametrize("fmt", ["safetensors", "pytorch"])
+def test_missing_and_unexpected_as_transformers(fmt, tmp_path, caplog):
+    state = _broken_state()
+    folder = _write(tmp_path / fmt, state, fmt)
+    theirs, their_info = transformers.CLIPModel.from_pretrained(folder, output_loading_info=True)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        ours, info = clip_pt.CLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert info == their_info
+    assert info["missing_keys"] == DROPPED and info["unexpected_keys"] == ["foo.bar"]
+    warned = _messages(caplog)
+    assert all(name in warned for name in DROPPED + ["foo.bar"]), warned
+    assert "newly initialized" in warned and "were not used when initializing CLIPModel" in warned
+    loaded = {k: v.detach().numpy() for k, v in ours.state_dict().items() if not k.endswith("position_ids")}
+    for name, value in state.items():  # every parameter the file holds is the file's
+        if name in loaded:
+            np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+    # the re-initialised ones follow transformers' initialisation: normal with std d**-0.5, biases zero
+    projection = loaded["text_projection.weight"]
+    assert abs(projection.std() - 16 ** -0.5) < 0.05 and abs(projection.mean()) < 0.05
+    np.testing.assert_array_equal(loaded["text_model.final_layer_norm.bias"], 0)
+    np.testing.assert_array_equal(theirs.text_model.final_layer_norm.bias.detach().numpy(), 0)
+    with torch.no_grad():  # what the checkpoint fully holds computes as transformers' model of the same file
+        np.testing.assert_allclose(ours.get_image_features(pixel_values=torch.from_numpy(PIXELS)).numpy(),
+                                   theirs.get_image_features(pixel_values=torch.from_numpy(PIXELS)).numpy(),
+                                   atol=1e-5, rtol=0)
+
+
+def test_mismatched_shapes_as_transformers(tmp_path, caplog):
+    state = init_state(CONFIG, "clip", seed=2)
+    state["text_projection.weight"] = np.ones((4, 16), np.float32)
+    folder = _write(tmp_path / "m", state)
+    with pytest.raises(RuntimeError):
+        transformers.CLIPModel.from_pretrained(folder)
+    with pytest.raises(RuntimeError) as caught:
+        clip_pt.CLIPModel.from_pretrained(folder)
+    assert isinstance(caught.value, (StateMismatchError, ValueError))
+    assert "text_projection.weight: expected (8, 16), found (4, 16)" in str(caught.value)
+    assert "ignore_mismatched_sizes=True" in str(caught.value)
+    _, their_info = transformers.CLIPModel.from_pretrained(folder, output_loading_info=True,
+                                                           ignore_mismatched_sizes=True)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ours, info = clip_pt.CLIPModel.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True)
+    assert info == their_info == {"missing_keys": [], "unexpected_keys": [],
+                                  "mismatched_keys": ["text_projection.weight"], "error_msgs": []}
+    warned = _messages(caplog)
+    assert "the shapes did not match" in warned
+    assert "text_projection.weight: found shape (4, 16) in the checkpoint and (8, 16) in the model" in warned
+    weight = ours.text_projection.weight.detach().numpy()
+    assert weight.shape == (8, 16) and abs(weight.std() - 16 ** -0.5) < 0.05  # drawn anew, not the file's ones
+
+
+def test_classifier_head_from_a_clip_checkpoint(tmp_path, caplog):
+    """The head a CLIP checkpoint lacks: newly initialised, with the warning; a head of another size: mismatched."""
+    folder = _write(tmp_path / "clip", init_state(CONFIG, "clip", seed=4))
+    _, their_info = transformers.CLIPForImageClassification.from_pretrained(folder, output_loading_info=True)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        ours, info = clip_pt.CLIPForImageClassification.from_pretrained(folder, output_loading_info=True)
+    assert info == their_info and info["missing_keys"] == ["classifier.bias", "classifier.weight"]
+    assert "classifier.weight" in _messages(caplog)
+    for strict in (True, False):  # the same head in the strict mode (the special case kept)
+        again = clip_pt.CLIPForImageClassification.from_pretrained(folder, strict=strict)
+        torch.testing.assert_close(again.classifier.weight, ours.classifier.weight, rtol=0, atol=0)
+    assert abs(ours.classifier.weight.detach().numpy().std() - 16 ** -0.5) < 0.1
+    saved = tmp_path / "head"
+    ours.save_pretrained(saved)  # two labels; asked for five
+    with pytest.raises(RuntimeError):
+        transformers.CLIPForImageClassification.from_pretrained(saved, num_labels=5)
+    with pytest.raises(RuntimeError):
+        clip_pt.CLIPForImageClassification.from_pretrained(saved, num_labels=5)
+    _, their_info = transformers.CLIPForImageClassification.from_pretrained(
+        saved, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+    model, info = clip_pt.CLIPForImageClassification.from_pretrained(
+        saved, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+    assert sorted(info["mismatched_keys"]) == sorted(their_info["mismatched_keys"]) == ["classifier.bias",
+                                                                                        "classifier.weight"]
+    assert model(pixel_values=torch.from_numpy(PIXELS)).logits.shape == (2, 5)
+
+
+@pytest.mark.parametrize("cls", ["CLIPTextModel", "CLIPVisionModel"])  # (WithProjection: theirs fail, stale size)
+def test_towers_report_the_other_parts_as_unexpected(cls, tmp_path, caplog):
+    folder = _write(tmp_path / "clip", init_state(CONFIG, "clip", seed=5))
+    _, their_info = getattr(transformers, cls).from_pretrained(folder, output_loading_info=True)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        _, info = getattr(clip_pt, cls).from_pretrained(folder, output_loading_info=True)
+    assert info == their_info and info["unexpected_keys"]
+    # as transformers: only informative (the checkpoint was saved from another class)
+    assert not _messages(caplog) and "were not used" in _messages(caplog, logging.INFO)
+
+
+def test_state_dict_without_a_path(tmp_path):
+    state = _broken_state()
+    their_config = transformers.CLIPConfig.from_dict(CONFIG.to_dict())
+    _, their_info = transformers.CLIPModel.from_pretrained(
+        None, config=their_config, state_dict={k: torch.from_numpy(v) for k, v in state.items()},
+        output_loading_info=True)
+    _, info = clip_pt.CLIPModel.from_pretrained(None, config=CONFIG, state_dict=state, output_loading_info=True)
+    assert info == their_info
+    with pytest.raises(StateMismatchError):
+        clip_pt.CLIPModel.from_pretrained(None, config=CONFIG, state_dict=state, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------- strict and refusals
+def test_strict_mode_and_load_checkpoint_stay_strict(tmp_path):
+    folder = _write(tmp_path / "broken", _broken_state())
+    with pytest.raises(StateMismatchError) as caught:
+        clip_pt.CLIPModel.from_pretrained(folder, strict=True)
+    assert caught.value.missing == DROPPED and caught.value.unexpected == ["foo.bar"]
+    with pytest.raises(StateMismatchError):
+        load_checkpoint(folder)
+    # a tower loading a full checkpoint is fine when strict too (the other parts are the checkpoint's own)
+    full = _write(tmp_path / "full", init_state(CONFIG, "clip", seed=6))
+    _, info = clip_pt.CLIPTextModel.from_pretrained(full, strict=True, output_loading_info=True)
+    assert info["unexpected_keys"] and not info["missing_keys"]
+
+
+def test_a_checkpoint_sharing_no_parameter_is_refused(tmp_path):
+    folder = _write(tmp_path / "other", {"tensor": np.array([1.0, 2.0], np.float32)})
+    # transformers would return a fully random model (with a warning); we refuse it, strict or not
+    with pytest.raises(StateMismatchError, match="shares no parameter"):
+        clip_pt.CLIPModel.from_pretrained(folder)
+    vision = _write(tmp_path / "vision", {k: v for k, v in init_state(CONFIG, "clip").items()
+                                          if not k.startswith("text_model.")})
+    with pytest.raises(StateMismatchError, match="shares no parameter"):
+        clip_pt.CLIPTextModel.from_pretrained(vision)
+
+
+# ---------------------------------------------------------------------------------------------- TensorFlow
+@pytest.fixture(scope="module")
+def tf_modules():
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("tf_keras")
+    import clip_tf
+    return clip_tf
+
+
+def test_tensorflow_from_a_pytorch_file(tf_modules, tmp_path, caplog):
+    state = _broken_state()
+    folder = _write(tmp_path / "bin", state, "pytorch")
+    _, their_info = transformers.TFCLIPModel.from_pretrained(folder, from_pt=True, output_loading_info=True)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ours, info = tf_modules.TFCLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert set(info) == set(their_info) == {"missing_keys", "unexpected_keys", "mismatched_keys"}
+    assert sorted(info["missing_keys"]) == sorted(their_info["missing_keys"]) == DROPPED
+    assert sorted(info["unexpected_keys"]) == sorted(their_info["unexpected_keys"]) == ["foo.bar"]
+    warned = _messages(caplog)
+    assert "newly initialized" in warned and all(name in warned for name in DROPPED + ["foo.bar"])
+    exported = ours.export_state()
+    for name, value in state.items():
+        if name in exported and name not in DROPPED:
+            np.testing.assert_array_equal(exported[name], value, err_msg=name)
+    assert abs(exported["text_projection.weight"].std() - 16 ** -0.5) < 0.05
+
+
+def test_tensorflow_from_h5_files(tf_modules, tmp_path):
+    full = tmp_path / "full"
+    save_checkpoint(full, CONFIG, init_state(CONFIG, "clip", seed=7), formats="tf")
+    _, their_info = transformers.TFCLIPTextModel.from_pretrained(full, output_loading_info=True)
+    _, info = tf_modules.TFCLIPTextModel.from_pretrained(full, output_loading_info=True)
+    assert sorted(info["unexpected_keys"]) == sorted(their_info["unexpected_keys"])
+    assert "clip/vision_model/pre_layrnorm/gamma:0" in info["unexpected_keys"]
+    assert info["missing_keys"] == their_info["missing_keys"] == []
+    # a text-only h5 into the full model: the vision tower and the projections are missing (names as transformers')
+    text = tmp_path / "text"
+    save_checkpoint(text, CONFIG, init_state(CONFIG, "text", seed=7), formats="tf", arch="text")
+    their_config = transformers.CLIPConfig.from_dict(CONFIG.to_dict())
+    _, their_info = transformers.TFCLIPModel.from_pretrained(text, config=their_config, output_loading_info=True)
+    _, info = tf_modules.TFCLIPModel.from_pretrained(text, config=CONFIG, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == sorted(their_info["missing_keys"])
+    assert "clip/vision_model/embeddings/position_embedding/weight:0" in info["missing_keys"]
+    assert sorted(info["unexpected_keys"]) == sorted(their_info["unexpected_keys"]) == []
+    # an h5 of another projection size, re-initialised with both shapes in TF layouts
+    small = _config(projection_dim=4)
+    other = tmp_path / "other"
+    save_checkpoint(other, small, init_state(small, "clip", seed=8), formats="tf")
+    with pytest.raises(ValueError):
+        tf_modules.TFCLIPModel.from_pretrained(other, config=CONFIG)
+    _, their_info = transformers.TFCLIPModel.from_pretrained(other, config=their_config, output_loading_info=True,
+                                                             ignore_mismatched_sizes=True)
+    model, info = tf_modules.TFCLIPModel.from_pretrained(other, config=CONFIG, output_loading_info=True,
+                                                         ignore_mismatched_sizes=True)
+    assert sorted(info["mismatched_keys"]) == sorted((k, tuple(a), tuple(b)) for k, a, b in
+                                                     their_info["mismatched_keys"])
+    assert ("clip/text_projection/kernel:0", (16, 4), (16, 8)) in info["mismatched_keys"]
+    assert model.export_state()["text_projection.weight"].shape == (8, 16)
+
+
+# ---------------------------------------------------------------------------------------------- Flax
+@pytest.fixture(scope="module")
+def flax_modules():
+    pytest.importorskip("flax")
+    import clip_flax
+    return clip_flax
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _their_flax_report(load) -> dict:
+    """The keys transformers' Flax loader names in its warnings (it has no ``output_loading_info``)."""
+    their_logger = transformers.utils.logging.get_logger("transformers.modeling_flax_utils")
+    handler = _Records()
+    their_logger.addHandler(handler)
+    try:
+        load()
+    finally:
+        their_logger.removeHandler(handler)
+    text = "\n".join(handler.messages)
+    found = {}
+    for key, pattern in (("unexpected_keys", r"were not used when initializing \w+: (\{.*?\})\n"),
+                         ("missing_keys", r"are newly initialized: (\{.*?\})\n")):
+        match = re.search(pattern, text)
+        found[key] = ast.literal_eval(match.group(1)) if match else set()
+    found["mismatched_keys"] = [(ast.literal_eval(k), ast.literal_eval(a), ast.literal_eval(b)) for k, a, b in
+                                re.findall(r"- (\(.*?\)): found shape (\(.*?\)) in the checkpoint and (\(.*?\)) in",
+                                           text)]
+    return found
+
+
+def test_flax_from_a_pytorch_file(flax_modules, tmp_path, caplog):
+    folder = _write(tmp_path / "st", _broken_state())
+    theirs = _their_flax_report(lambda: transformers.FlaxCLIPModel.from_pretrained(folder))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ours, info = flax_modules.FlaxCLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert info == theirs
+    assert info["missing_keys"] == {("text_model", "final_layer_norm", "bias"), ("text_projection", "kernel")}
+    assert "('text_projection', 'kernel')" in _messages(caplog)
+    # a tower from a full checkpoint: transformers' PyTorch-to-Flax renaming of the tensors it does not use
+    full = _write(tmp_path / "full", init_state(CONFIG, "clip", seed=9))
+    theirs = _their_flax_report(lambda: transformers.FlaxCLIPTextModel.from_pretrained(full))
+    _, info = flax_modules.FlaxCLIPTextModel.from_pretrained(full, output_loading_info=True)
+    assert info == theirs and ("vision_model", "pre_layrnorm", "kernel") in info["unexpected_keys"]
+
+
+def test_flax_from_a_msgpack_of_another_size(flax_modules, tmp_path):
+    small = _config(projection_dim=4)
+    folder = tmp_path / "small"
+    save_checkpoint(folder, small, init_state(small, "clip", seed=10), formats="flax")
+    their_config = transformers.CLIPConfig.from_dict(CONFIG.to_dict())
+    with pytest.raises(ValueError):
+        transformers.FlaxCLIPModel.from_pretrained(folder, config=their_config)
+    with pytest.raises(ValueError):
+        flax_modules.FlaxCLIPModel.from_pretrained(folder, config=CONFIG)
+    theirs = _their_flax_report(lambda: transformers.FlaxCLIPModel.from_pretrained(
+        folder, config=their_config, ignore_mismatched_sizes=True))
+    model, info = flax_modules.FlaxCLIPModel.from_pretrained(folder, config=CONFIG, ignore_mismatched_sizes=True,
+                                                             output_loading_info=True)
+    assert sorted(info["mismatched_keys"]) == sorted(theirs["mismatched_keys"])
+    assert (("text_projection", "kernel"), (16, 4), (16, 8)) in info["mismatched_keys"]
+    assert np.asarray(model.params["text_projection"]["kernel"]).shape == (16, 8)
+
+
+def test_strict_and_refusals_in_every_backend(tf_modules, flax_modules, tmp_path):
+    broken = _write(tmp_path / "broken", _broken_state())
+    other = _write(tmp_path / "other", {"tensor": np.array([1.0, 2.0], np.float32)})
+    for cls in (tf_modules.TFCLIPModel, flax_modules.FlaxCLIPModel):
+        with pytest.raises(StateMismatchError):
+            cls.from_pretrained(broken, strict=True)
+        with pytest.raises(StateMismatchError, match="shares no parameter"):
+            cls.from_pretrained(other)
+
+
+# ---------------------------------------------------------------------------------------------- subfolder
+def _fake_hub_cache(root: Path, repo: str, files: dict[str, Path]) -> Path:
+    """huggingface_hub's cache layout (refs/main -> a snapshot holding the files), written by hand."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    for name, source in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).write_bytes(source.read_bytes())
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    return root
+
+
+def test_subfolder_in_a_folder_and_a_hub_repo(tf_modules, flax_modules, tmp_path):
+    state = init_state(CONFIG, "clip", seed=11)
+    save_checkpoint(tmp_path / "repo" / "model", CONFIG, state)
+    (tmp_path / "repo" / "config.json").write_text(json.dumps({"model_type": "clip", "projection_dim": 3}))
+    theirs = transformers.CLIPModel.from_pretrained(tmp_path / "repo", subfolder="model")
+    for cls in (clip_pt.CLIPModel, tf_modules.TFCLIPModel, flax_modules.FlaxCLIPModel):
+        model = cls.from_pretrained(tmp_path / "repo", subfolder="model")
+        assert model.config.projection_dim == theirs.config.projection_dim == 8
+        exported = model.export_state()
+        for name in param_table(CONFIG, "clip"):
+            np.testing.assert_array_equal(exported[name], state[name], err_msg=name)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        clip_pt.CLIPModel.from_pretrained(tmp_path / "repo", subfolder="nope")
+    repo = "some-org/nested-clip"
+    cache = _fake_hub_cache(tmp_path / "cache", repo, {
+        "model/config.json": tmp_path / "repo" / "model" / "config.json",
+        "model/model.safetensors": tmp_path / "repo" / "model" / "model.safetensors"})
+    theirs = transformers.CLIPModel.from_pretrained(repo, subfolder="model", cache_dir=cache)
+    ours = clip_pt.CLIPModel.from_pretrained(repo, subfolder="model", cache_dir=cache)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.get_image_features(pixel_values=torch.from_numpy(PIXELS)),
+                                   theirs.get_image_features(pixel_values=torch.from_numpy(PIXELS)),
+                                   atol=1e-5, rtol=0)
