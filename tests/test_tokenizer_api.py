@@ -156,3 +156,98 @@ def test_batch_encoding_container(pair):
     listed = ours(TEXTS[:2], padding=True)
     assert listed.convert_to_tensors("np")["input_ids"].dtype == np.int64
     assert json.loads(json.dumps(ours(TEXTS[0]).data))["input_ids"][0] == 49406
+
+
+def test_special_tokens_map_view_and_added_eos_round_trip(pair, tmp_path):
+    """``_special_tokens_map`` (role -> AddedToken, None when unset) and an ``eos_token`` given as an AddedToken
+    surviving save -> load in either class, as in transformers' test_added_tokens_serialization."""
+    from tokenizers import AddedToken
+
+    new_eos = AddedToken("[NEW_EOS]", rstrip=False, lstrip=True, normalized=False, special=True)
+    ours, theirs = fresh(pair, eos_token=new_eos)
+    mine, hf = ours._special_tokens_map, theirs._special_tokens_map
+    assert list(mine) == list(hf)
+    assert {k: None if v is None else str(v) for k, v in mine.items() if k != "additional_special_tokens"} == \
+        {k: None if v is None else str(v) for k, v in hf.items() if k != "additional_special_tokens"}
+    assert mine["eos_token"] == hf["eos_token"] == new_eos
+    assert ours.eos_token_id == theirs.eos_token_id
+    ours.save_pretrained(tmp_path)
+    for cls in (CLIPTokenizer, CLIPTokenizerFast):
+        back = cls.from_pretrained(tmp_path)
+        assert back.added_tokens_decoder[back.eos_token_id] == new_eos
+        assert "[NEW_EOS]" not in back.additional_special_tokens
+
+
+ALIGN_CALLS = [
+    (("two <new_tok> dogs",), {}),
+    (("don't stop-believing 123 !!",), {}),
+    (("Hello   World",), {}),
+    (("a<new_tok>b",), {}),
+    ((["hello", "big world"],), dict(is_split_into_words=True)),
+    (("a b c", "d e"), {}),
+    (("a b c d e",), dict(truncation=True, max_length=4)),
+    ((["a b", "c d e"],), dict(padding=True, padding_side="left")),
+    (("a b c d e f g", "h i j"), dict(truncation="only_first", max_length=8)),
+    (("a b c d e f g h",), dict(truncation=True, max_length=5, stride=1, return_overflowing_tokens=True)),
+    (("Wonderful no inspiration example", "with subtoken"), dict(add_special_tokens=False, return_tensors="np")),
+]
+
+
+def _span(value):
+    return None if value is None else tuple(value)
+
+
+@pytest.mark.parametrize("args,kwargs", ALIGN_CALLS)
+def test_fast_alignment_methods_as_transformers(args, kwargs):
+    """tokens / word_ids / sequence_ids and the token <-> word <-> char maps of the fast class, every index."""
+    folder = shared_path("data", "clip-bpe")
+    ours, theirs = CLIPTokenizerFast.from_pretrained(folder), transformers.CLIPTokenizerFast.from_pretrained(folder)
+    for tok in (ours, theirs):
+        tok.add_tokens(["<new_tok>"])
+    a, b = ours(*args, **kwargs), theirs(*args, **kwargs)
+    assert a.is_fast and b.is_fast and a.n_sequences == b.n_sequences
+    rows = len(b.encodings)
+    for i in range(rows):
+        for name in ("tokens", "word_ids", "sequence_ids"):
+            assert getattr(a, name)(i) == getattr(b, name)(i), (name, i)
+        for j in range(len(b.tokens(i))):
+            assert a.token_to_word(i, j) == b.token_to_word(i, j)
+            assert a.token_to_sequence(i, j) == b.token_to_sequence(i, j)
+            assert _span(a.token_to_chars(i, j)) == _span(b.token_to_chars(i, j))
+        for seq, text in enumerate(t for t in args if isinstance(t, str)):
+            for c in range(len(text) + 1):
+                assert a.char_to_token(i, c, seq) == b.char_to_token(i, c, seq), (c, seq)
+                assert a.char_to_word(i, c, seq) == b.char_to_word(i, c, seq), (c, seq)
+        for word in range(max(w for w in b.word_ids(i) if w is not None) + 1):
+            for seq in range(b.n_sequences):
+                assert _span(a.word_to_tokens(i, word, seq)) == _span(b.word_to_tokens(i, word, seq))
+                if b.word_to_tokens(i, word, seq) is not None:
+                    assert _span(a.word_to_chars(i, word, seq)) == _span(b.word_to_chars(i, word, seq))
+    last = len(b.tokens(0)) - 2
+    assert a.token_to_word(last) == b.token_to_word(0, last) == a.token_to_word(-2)  # one index: row 0
+
+
+@pytest.mark.parametrize("kwargs", [dict(truncation=True, max_length=4), dict(truncation="only_second", max_length=10),
+                                    dict(truncation="longest_first", max_length=6)])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_offsets_follow_truncation_as_transformers(kwargs, side):
+    folder = shared_path("data", "clip-bpe")
+    ours, theirs = CLIPTokenizerFast.from_pretrained(folder), transformers.CLIPTokenizerFast.from_pretrained(folder)
+    ours.truncation_side = theirs.truncation_side = side
+    text = ("a b c d e", "x y z w") if kwargs["truncation"] != True else ("a b c d e",)  # noqa: E712
+    a = ours(*text, return_offsets_mapping=True, **kwargs)
+    b = theirs(*text, return_offsets_mapping=True, **kwargs)
+    assert a["input_ids"] == b["input_ids"] and a["offset_mapping"] == b["offset_mapping"]
+
+
+def test_slow_class_alignment_raises_value_error_as_transformers():
+    folder = shared_path("data", "clip-bpe")
+    ours, theirs = CLIPTokenizer.from_pretrained(folder)("a cat"), transformers.CLIPTokenizer.from_pretrained(
+        folder)("a cat")
+    assert ours.is_fast is theirs.is_fast is False and ours.n_sequences is theirs.n_sequences is None
+    for name in ("word_ids", "sequence_ids", "tokens", "token_to_word", "char_to_token"):
+        args = (0,) if name in ("token_to_word", "char_to_token") else ()
+        with pytest.raises(ValueError):
+            getattr(theirs, name)(*args)
+        with pytest.raises(ValueError, match="non-fast"):
+            getattr(ours, name)(*args)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..tensors import BatchEncoding, check_return_tensors, estimate_bytes
+from .alignment import AlignedEncoding, annotate, word_ids_of
 from .batching import as_batch, check_side, is_int, resolve_strategies, to_python, truncate_pair
 
 NO_PAD_TOKEN = (
@@ -152,7 +153,13 @@ class EncodingAPI:
                 return_overflowing_tokens: bool = False, return_special_tokens_mask: bool = False,
                 return_offsets_mapping: bool = False, return_length: bool = False, verbose: bool = True,
                 split_special_tokens: bool | None = None, prepend_batch_axis: bool = False,
-                **kwargs: Any) -> BatchEncoding:
+                _alignment: bool = False, **kwargs: Any) -> BatchEncoding:
+        if self.is_fast and not _alignment:  # what the alignment methods re-run on first use (alignment.py)
+            call = dict(firsts=firsts, pairs=pairs, batched=batched, add_special_tokens=add_special_tokens,
+                        padding=padding, truncation=truncation, max_length=max_length, stride=stride,
+                        is_split_into_words=is_split_into_words, pad_to_multiple_of=pad_to_multiple_of,
+                        padding_side=padding_side, return_overflowing_tokens=return_overflowing_tokens,
+                        return_offsets_mapping=True, verbose=False, split_special_tokens=split_special_tokens)
         return_tensors = getattr(return_tensors, "value", return_tensors)
         check_return_tensors(return_tensors)
         if kwargs:
@@ -173,6 +180,11 @@ class EncodingAPI:
         if return_offsets_mapping:
             offsets = self._offsets(firsts, is_split_into_words, split_special)
             pair_offsets = self._offsets(pairs, is_split_into_words, split_special) if pairs else None
+        if _alignment:  # offsets (start, end, word, sequence): truncation and windows carry them along
+            offsets = annotate(offsets, word_ids_of(self, firsts, ids, is_split_into_words, split_special), 0)
+            if pairs:
+                pair_offsets = annotate(pair_offsets, word_ids_of(self, pairs, pair_ids, is_split_into_words,
+                                                                  split_special), 1)
         options = dict(add_special_tokens=add_special_tokens, truncation=trunc, max_length=max_length, stride=stride,
                        return_token_type_ids=return_token_type_ids, return_special_tokens_mask=return_special_tokens_mask,
                        return_overflowing_tokens=return_overflowing_tokens, verbose=verbose)
@@ -184,13 +196,14 @@ class EncodingAPI:
             if self.is_fast and return_overflowing_tokens and trunc != "do_not_truncate" and max_length:
                 examples = self._windows(*examples[0], trunc, max_length, stride, add_special_tokens)
             for first, pair, off, pair_off in examples:
-                row = self._prepare(first, pair, **options)
+                kept: list[tuple[int, int | None]] = []
+                row = self._prepare(first, pair, **options, kept=kept)
                 if self.is_fast and return_overflowing_tokens:
                     row.pop("overflowing_tokens", None)
                     row.pop("num_truncated_tokens", None)
                     row["overflow_to_sample_mapping"] = n
                 if return_offsets_mapping:
-                    row["offset_mapping"] = self._row_offsets(off, pair_off, first, pair, add_special_tokens)
+                    row["offset_mapping"] = self._row_offsets(off, pair_off, *kept[0], add_special_tokens)
                 rows.append(row)
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
@@ -211,15 +224,23 @@ class EncodingAPI:
         for row in rows:
             unpadded = len(row["input_ids"])
             self._pad_one(row, target, padding_side, return_attention_mask)
+            if _alignment:
+                continue
             if return_length:  # a batch counts before padding, one sequence after it (the fast class: in a list)
                 row["length"] = (([len(row["input_ids"])] if self.is_fast else len(row["input_ids"])) if single
                                  else unpadded)
+        if _alignment:
+            return rows
         if single:
-            out = BatchEncoding(rows[0])
-            return out.convert_to_tensors(return_tensors, prepend_batch_axis=True) if return_tensors else out
-        keys = list(rows[0]) if rows else ["input_ids"] + (["attention_mask"] if return_attention_mask else [])
-        out = BatchEncoding({k: [r[k] for r in rows] for k in keys})
-        return out.convert_to_tensors(return_tensors) if return_tensors else out
+            out = AlignedEncoding(rows[0])
+        else:
+            keys = list(rows[0]) if rows else ["input_ids"] + (["attention_mask"] if return_attention_mask else [])
+            out = AlignedEncoding({k: [r[k] for r in rows] for k in keys})
+        if self.is_fast:
+            out.__dict__["_alignment_source"] = (self, call)
+        if return_tensors:
+            out.convert_to_tensors(return_tensors, prepend_batch_axis=single)
+        return out
 
     def _strategies(self, padding: Any, truncation: Any, max_length: Any, pad_to_multiple_of: Any, verbose: bool):
         pad, trunc, max_length = resolve_strategies(padding, truncation, max_length, verbose, self.model_max_length,
@@ -283,7 +304,7 @@ class EncodingAPI:
         return out.convert_to_tensors(return_tensors, prepend_batch_axis=prepend_batch_axis) if return_tensors else out
 
     def _prepare(self, ids, pair_ids, add_special_tokens, truncation, max_length, stride, return_token_type_ids,
-                 return_special_tokens_mask, return_overflowing_tokens, verbose):
+                 return_special_tokens_mask, return_overflowing_tokens, verbose, kept=None):
         pair = pair_ids is not None
         if return_token_type_ids and not add_special_tokens:
             raise ValueError(
@@ -301,6 +322,8 @@ class EncodingAPI:
         if truncation != "do_not_truncate" and max_length and total > max_length:
             ids, pair_ids, overflow = truncate_pair(ids, pair_ids, total - max_length, truncation,
                                                     self.truncation_side == "right", stride)
+        if kept is not None:  # the lengths kept by truncation (for the offsets)
+            kept.append((len(ids), len(pair_ids) if pair else None))
         row: dict[str, Any] = {}
         if return_overflowing_tokens:
             row["overflowing_tokens"] = overflow
@@ -320,12 +343,13 @@ class EncodingAPI:
             self._warn_too_long(len(row["input_ids"]))
         return row
 
-    def _row_offsets(self, off, pair_off, ids, pair, add_special):
-        """Character offsets of one row's tokens ((0, 0) for special tokens), after truncation."""
-        first = off[:len(ids)] if self.truncation_side == "right" else off[len(off) - len(ids):]
+    def _row_offsets(self, off, pair_off, n_first, n_pair, add_special):
+        """Character offsets of one row's tokens ((0, 0) for special tokens), after truncation kept ``n_first``
+        tokens of the first sequence and ``n_pair`` of the pair."""
+        first = off[:n_first] if self.truncation_side == "right" else off[len(off) - n_first:]
         second = None
-        if pair is not None and pair_off is not None:
-            second = pair_off[:len(pair)] if self.truncation_side == "right" else pair_off[len(pair_off) - len(pair):]
+        if n_pair is not None and pair_off is not None:
+            second = pair_off[:n_pair] if self.truncation_side == "right" else pair_off[len(pair_off) - n_pair:]
         if not add_special:
             return list(first) + list(second or [])
         zero = [(0, 0)]

@@ -215,6 +215,15 @@ class SpecialTokens:
         return out
 
     @property
+    def _special_tokens_map(self) -> dict[str, Any]:
+        """Every special-token role (``None`` when unset) as an AddedToken, and ``additional_special_tokens``: the
+        view transformers' tokenizers keep under this name (read-only here)."""
+        roles = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+        out: dict[str, Any] = {k: self._special.get(k) for k in roles}
+        out["additional_special_tokens"] = list(self._additional)
+        return out
+
+    @property
     def all_special_tokens_extended(self) -> list[AddedToken]:
         """Every distinct special token as an AddedToken (the attributes' order, then the additional ones)."""
         seen: dict[str, AddedToken] = {}
