@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clip_core.checkpoints import load_checkpoint, save_checkpoint
+from clip_core.checkpoints import convert_checkpoint, load_checkpoint, save_checkpoint
 from clip_core.config import CLIPConfig
 from clip_core.weights import StateMismatchError, init_state, param_table
 from tests.test_errors import CONFIG
@@ -173,6 +173,9 @@ def test_strict_mode_and_load_checkpoint_stay_strict(tmp_path):
     assert caught.value.missing == DROPPED and caught.value.unexpected == ["foo.bar"]
     with pytest.raises(StateMismatchError):
         load_checkpoint(folder)
+    with pytest.raises(StateMismatchError):  # `triclip convert` too
+        convert_checkpoint(folder, tmp_path / "converted")
+    assert not (tmp_path / "converted").exists()
     # a tower loading a full checkpoint is fine when strict too (the other parts are the checkpoint's own)
     full = _write(tmp_path / "full", init_state(CONFIG, "clip", seed=6))
     _, info = clip_pt.CLIPTextModel.from_pretrained(full, strict=True, output_loading_info=True)
@@ -324,11 +327,20 @@ def test_flax_from_a_msgpack_of_another_size(flax_modules, tmp_path):
 def test_strict_and_refusals_in_every_backend(tf_modules, flax_modules, tmp_path):
     broken = _write(tmp_path / "broken", _broken_state())
     other = _write(tmp_path / "other", {"tensor": np.array([1.0, 2.0], np.float32)})
+    state = init_state(CONFIG, "clip", seed=12)
+    state["text_projection.weight"] = np.ones((4, 16), np.float32)
+    resized = _write(tmp_path / "resized", state)
     for cls in (tf_modules.TFCLIPModel, flax_modules.FlaxCLIPModel):
         with pytest.raises(StateMismatchError):
             cls.from_pretrained(broken, strict=True)
         with pytest.raises(StateMismatchError, match="shares no parameter"):
             cls.from_pretrained(other)
+        with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+            cls.from_pretrained(resized)
+        # (transformers 4.57.6's TF and Flax loaders fail here even with ignore_mismatched_sizes)
+        model, info = cls.from_pretrained(resized, ignore_mismatched_sizes=True, output_loading_info=True)
+        assert len(info["mismatched_keys"]) == 1 and model.export_state()["text_projection.weight"].shape == (8, 16)
+        np.testing.assert_array_equal(model.export_state()["logit_scale"], state["logit_scale"])
 
 
 # ---------------------------------------------------------------------------------------------- subfolder
