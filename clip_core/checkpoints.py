@@ -237,12 +237,13 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
         arch = detect_arch(config, state)
     config = config_for_arch(config, arch, state)
     table = param_table(config, arch)
+    raw_names = list(state)
     if strict:
         state, report = _strict_state(state, table, config, arch, str(source.weights))
     else:
         state, report = fit_state({k: v for k, v in state.items() if not _is_buffer(k)}, table, config, arch,
                                   ignore_mismatched_sizes=ignore_mismatched_sizes, where=str(source.weights))
-    report.source = source.fmt
+    report.source, report.buffers = source.fmt, [k for k in raw_names if _is_buffer(k)]
     bad = nonfinite_parameters(state)
     if bad:
         shown = ", ".join(bad[:20]) + (f", ... and {len(bad) - 20} more" if len(bad) > 20 else "")

@@ -166,7 +166,7 @@ class PretrainedMixin:
                 state, report = fit_state({k: v for k, v in state.items() if not k.endswith("position_ids")},
                                           table, config, cls.arch, where="state_dict",
                                           ignore_mismatched_sizes=ignore_mismatched_sizes)
-            report.source = "state_dict"
+            report.source, report.buffers = "state_dict", [k for k in state_dict if k.endswith("position_ids")]
         else:
             if state_dict is not None:
                 raise ValueError("pass either a path or state_dict=, not both")
@@ -328,7 +328,8 @@ def _loading_info(cls, report: LoadReport, table) -> dict:
     mismatched = [(flax_path(spec[n]), _layout(found, spec[n].kind, "flax"), _layout(want, spec[n].kind, "flax"))
                   for n, found, want in report.mismatched]
     return {"missing_keys": {flax_path(spec[n]) for n in report.missing},
-            "unexpected_keys": {_flax_key(u, False, from_torch) for u in unexpected},
+            "unexpected_keys": {_flax_key(u, False, from_torch) for u in unexpected} |
+            {tuple(name.split(".")) for name in report.buffers},  # transformers' Flax keeps no buffers
             "mismatched_keys": mismatched}
 
 

@@ -189,13 +189,16 @@ class LoadReport:
     ``missing``: parameters the checkpoint lacks (newly initialised), in table order; ``unexpected``: tensors the
     model has no parameter for (dropped), in checkpoint order; ``mismatched``: ``(name, found, expected)`` shapes
     of the tensors re-initialised because ``ignore_mismatched_sizes`` was set; ``source``: the checkpoint's format
-    (``"safetensors"``, ``"pytorch"``, ``"tf"``, ``"flax"``, ...), which decides how transformers names the keys.
+    (``"safetensors"``, ``"pytorch"``, ``"tf"``, ``"flax"``, ...), which decides how transformers names the keys;
+    ``buffers``: the buffers the checkpoint holds (``position_ids``, never loaded: transformers' Flax loader alone
+    reports them as unexpected).
     """
 
     missing: list = field(default_factory=list)
     unexpected: list = field(default_factory=list)
     mismatched: list = field(default_factory=list)
     source: str = ""
+    buffers: list = field(default_factory=list)
 
 
 def _is_buffer(name: str) -> bool:

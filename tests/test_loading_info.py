@@ -306,6 +306,21 @@ def test_flax_from_a_pytorch_file(flax_modules, tmp_path, caplog):
     assert info == theirs and ("vision_model", "pre_layrnorm", "kernel") in info["unexpected_keys"]
 
 
+def test_a_position_ids_buffer_as_each_loader_reports_it(tf_modules, flax_modules, tmp_path):
+    """Older checkpoints hold ``position_ids``: dropped everywhere; only transformers' Flax loader names it."""
+    state = init_state(CONFIG, "clip", seed=13)
+    state["text_model.embeddings.position_ids"] = np.arange(7, dtype=np.int64)[None]
+    folder = _write(tmp_path / "st", state)
+    _, their_info = transformers.CLIPModel.from_pretrained(folder, output_loading_info=True)
+    _, info = clip_pt.CLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert info == their_info and not info["unexpected_keys"]
+    _, info = tf_modules.TFCLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert not info["unexpected_keys"]  # transformers' TF classes ignore position_ids by pattern
+    theirs = _their_flax_report(lambda: transformers.FlaxCLIPModel.from_pretrained(folder))
+    _, info = flax_modules.FlaxCLIPModel.from_pretrained(folder, output_loading_info=True)
+    assert info == theirs and info["unexpected_keys"] == {("text_model", "embeddings", "position_ids")}
+
+
 def test_flax_from_a_msgpack_of_another_size(flax_modules, tmp_path):
     small = _config(projection_dim=4)
     folder = tmp_path / "small"
