@@ -43,6 +43,7 @@ import numpy as np
 from clip_core.config import CONFIG_NAME, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from clip_core.formats import commit, openai
 from clip_core.formats.commit import CheckpointWriteError
+from clip_core.formats.expect import Expectation, expectation_for
 from clip_core.formats._common import (PROGRESS_MIN_BYTES, CheckpointError, CorruptCheckpointError,  # noqa: F401
                                        UnsafeCheckpointError, UnsupportedCheckpointError, _bf16_to_float32,
                                        _is_bf16, _NoProgress, _progress, parse_size, reading)
@@ -192,14 +193,19 @@ def _locate(path_or_repo, fmt: str | None, hub: dict) -> _Source:
     raise FileNotFoundError(f"no model weights in the Hub repo {text}: looked for {', '.join(names)}")
 
 
-def _read_source(source: _Source, mmap: bool = False) -> tuple[dict[str, np.ndarray], CLIPConfig | None]:
-    """The canonical state of a located checkpoint (+ the config inferred for OpenAI / open_clip files)."""
+def _read_source(source: _Source, mmap: bool = False,
+                 expect: Expectation | None = None) -> tuple[dict[str, np.ndarray], CLIPConfig | None]:
+    """The canonical state of a located checkpoint (+ the config inferred for OpenAI / open_clip files).
+
+    ``expect`` (what the config implies, :func:`~clip_core.formats.expect.expectation_for`) is checked by the
+    readers before they read any data; tensors the model lacks come back unread (name and shape only)."""
+    extra = {} if expect is None else {"expect": expect}
     if source.fmt.endswith("_index"):
-        raw = read_sharded(source.weights, source.sibling, mmap=mmap)
+        raw = read_sharded(source.weights, source.sibling, mmap=mmap, **extra)
     elif source.fmt == "safetensors" and mmap:
-        raw = read_safetensors(source.weights, mmap=True)
+        raw = read_safetensors(source.weights, mmap=True, **extra)
     else:
-        raw = _READERS[source.fmt](source.weights)
+        raw = _READERS[source.fmt](source.weights, **extra)
     raw = from_framework_names(openai.unwrap_state_dict(raw), source.weights)
     if not openai.looks_like_openai(raw):
         return dict(raw), None
@@ -220,17 +226,19 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
     if isinstance(config, dict):
         config = _config_from_dict(config, arch)
     source = _locate(path_or_repo, fmt, _hub_kwargs(hub_kwargs))
-    state, inferred = _read_source(source, mmap)
-    if config is None:
+    config_error = None
+    if config is None:  # read first: what it implies bounds the read of the weights (issue 20, class 4)
         config_file = source.sibling(CONFIG_NAME)
         if config_file is not None:
             try:
                 config = read_config_file(config_file)
-            except UnsupportedCheckpointError:
-                if inferred is None:
-                    raise
-        if config is None:
-            config = inferred
+            except UnsupportedCheckpointError as err:  # an OpenAI file may sit beside another library's config
+                config_error = err
+    state, inferred = _read_source(source, mmap, expectation_for(config, arch))
+    if config is None:
+        if config_error is not None and inferred is None:
+            raise config_error
+        config = inferred
         if config is None:
             raise FileNotFoundError(f"{CONFIG_NAME} not found next to {source.weights}: pass config= to load it")
     if arch is None:

@@ -9,6 +9,7 @@ checkpoint raises :class:`UnsupportedCheckpointError` (a ``ValueError``). All th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -55,10 +56,47 @@ def reading(path: str | os.PathLike, what: str) -> Iterator[None]:
     except MemoryError:
         raise CorruptCheckpointError(f"{path}: ran out of memory while reading it as a {what}; the file is corrupted "
                                      "or the checkpoint is larger than the available memory") from None
-    except Exception as err:  # struct, msgpack, h5py, zipfile, pickle, json ... internals
+    except RecursionError:
+        raise CorruptCheckpointError(_too_deep(path, what)) from None
+    except Exception as err:
+        if type(err).__name__ == "StackError":  # msgpack's own nesting limit
+            raise CorruptCheckpointError(_too_deep(path, what)) from None
         detail = " ".join(str(err).split())[:300]
         raise CorruptCheckpointError(f"{path} is not a valid {what} (truncated or corrupted?): "
                                      f"{type(err).__name__}: {detail}") from err
+
+
+def _too_deep(path, what: str) -> str:
+    return (f"{path} is nested too deeply to be read as a {what} (containers inside one another hundreds or "
+            "thousands of levels deep; a weights file is a shallow tree of tensors)")
+
+
+#: How deep containers may nest in a checkpoint's object tree (a state dict is 1-3 levels, a TorchScript model's
+#: attribute tree a few dozen); deeper is refused as corrupt before anything walks it recursively.
+MAX_NESTING = 200
+
+
+def check_nesting(root, path, what: str, limit: int = MAX_NESTING) -> None:
+    """Raise :class:`CorruptCheckpointError` when lists, tuples, dicts or objects' attribute dicts inside ``root``
+    nest more than ``limit`` deep (walked without recursion; each container once)."""
+    seen: set[int] = set()
+    stack = [(root, 0)]
+    while stack:
+        obj, depth = stack.pop()
+        if isinstance(obj, Mapping):
+            children = obj.values()
+        elif isinstance(obj, (list, tuple)):
+            children = obj
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            children = vars(obj).values()
+        else:
+            continue
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if depth >= limit:
+            raise CorruptCheckpointError(_too_deep(path, what))
+        stack.extend((child, depth + 1) for child in children)
 
 
 # ---------------------------------------------------------------------------------------------- progress bars
@@ -85,7 +123,9 @@ def _progress(total_bytes: int, desc: str):
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _owned(array) -> np.ndarray:
-    """A writable, C-contiguous array owning (or solely viewing) its data."""
+    """A writable, C-contiguous array owning (or solely viewing) its data (an :class:`UnreadTensor` as it is)."""
+    if isinstance(array, UnreadTensor):
+        return array
     array = np.asarray(array)
     if array.flags.writeable and array.flags.c_contiguous:
         return array
@@ -129,6 +169,52 @@ def parse_size(size: int | str | None) -> int | None:
             if value > 0:
                 return value
     raise ValueError(f"max_shard_size must be a positive int or a size such as '2GB', got {size!r}")
+
+
+class UnreadTensor:
+    """A tensor of a checkpoint that was not read, because the model has no parameter of its name: its shape and
+    dtype only, so that it can still be reported (as unexpected) by name and shape.
+
+    It holds no data: ``np.asarray`` of it is a read-only zero-stride view of a single zero (no memory).
+    """
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype) -> None:
+        self.shape, self.dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        if copy:
+            raise ValueError(f"an unread tensor of shape {self.shape} has no data to copy")
+        return np.broadcast_to(np.zeros((), dtype=dtype or self.dtype), self.shape)
+
+    def __repr__(self) -> str:
+        return f"UnreadTensor(shape={self.shape}, dtype={self.dtype})"
+
+
+_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19)
+
+
+def mapped_shape(mapper, name: str, shape) -> tuple[str, tuple[int, ...]]:
+    """What ``mapper(name, array) -> (name, array)`` (a framework-name and layout rule) makes of a tensor of
+    ``shape``, worked out on a tiny stand-in array (distinct primes for the dimensions), so nothing of the real
+    size is ever allocated."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > len(_PRIMES):
+        new, _ = mapper(name, np.zeros((0,) * len(shape), dtype=np.uint8))
+        return new, shape
+    stand_in = tuple(1 if d == 1 else p for d, p in zip(shape, _PRIMES))
+    new, value = mapper(name, np.zeros(stand_in, dtype=np.uint8))
+    back = {p: d for p, d in zip(stand_in, shape)}
+    return new, tuple(back.get(int(d), 1) for d in np.shape(value))
 
 
 def _add(state: dict, name: str, value, path) -> None:

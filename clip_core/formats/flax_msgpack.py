@@ -7,8 +7,10 @@ chunked form. Neither flax nor jax is needed.
 
 from __future__ import annotations
 
+import io
 import math
 import mmap
+import reprlib
 import os
 import struct
 from pathlib import Path
@@ -16,8 +18,9 @@ from typing import Mapping
 
 import numpy as np
 
-from clip_core.formats._common import (CorruptCheckpointError, _add, _bf16_bits_to_float32, _contiguous, _NoProgress,
-                                       _owned, _progress, reading)
+from clip_core.formats._common import (CorruptCheckpointError, UnreadTensor, _add, _bf16_bits_to_float32,
+                                       _contiguous, _NoProgress, _owned, _progress, check_nesting, mapped_shape,
+                                       reading)
 from clip_core.weights import ParamSpec, flatten_tree, flax_path, from_framework_layout, to_framework_layout
 
 WEIGHTS_NAME = "flax_model.msgpack"
@@ -43,12 +46,33 @@ def canonical_from_flax(path: tuple[str, ...], value: np.ndarray) -> tuple[str, 
     return ".".join(parts), (from_framework_layout(value, kind, "flax") if kind else value)
 
 
-def _flax_ndarray(data: bytes) -> np.ndarray:
+def _flax_ndarray(data: bytes, check=None) -> np.ndarray:
+    """An array from flax's ExtType 1 payload (msgpack of ``(shape, dtype name, bytes)``): the shape is read and
+    ``check(shape)`` run before anything of the array's size is made; the data is viewed in ``data``, not copied."""
     import msgpack
 
-    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=True, read_size=256, max_array_len=64, max_str_len=64,
+                                max_bin_len=len(data), max_map_len=0)
+    if unpacker.read_array_header() != 3:
+        raise ValueError("malformed array: its header is not (shape, dtype, bytes)")
+    shape, dtype_name = unpacker.unpack(), unpacker.unpack()
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ValueError(f"malformed array shape {shape!r}")
+        raise ValueError(f"malformed array shape {reprlib.repr(shape)}")
+    if check is not None:
+        check(shape)
+    start = unpacker.tell()
+    code = data[start] if start < len(data) else None
+    if code in (0xC4, 0xC5, 0xC6):  # bin 8 / 16 / 32: a view of its bytes
+        width = {0xC4: 1, 0xC5: 2, 0xC6: 4}[code]
+        length = int.from_bytes(data[start + 1:start + 1 + width], "big")
+        begin = start + 1 + width
+        if begin + length != len(data):
+            raise ValueError("malformed array: its bytes do not end the payload")
+        buffer = memoryview(data)[begin:]
+    else:
+        buffer = unpacker.unpack()
+        if not isinstance(buffer, bytes):
+            raise ValueError(f"malformed array: its data is a {type(buffer).__name__}, not bytes")
     name = dtype_name.decode("ascii") if isinstance(dtype_name, bytes) else str(dtype_name)
     count = math.prod(shape)
     if name == "bfloat16":
@@ -61,26 +85,28 @@ def _flax_ndarray(data: bytes) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def _flax_ext_hook(code: int, data: bytes):
+def _flax_ext_hook(code: int, data: bytes, check=None):
     import msgpack
 
     if code == 1:  # ndarray
-        return _flax_ndarray(data)
+        return _flax_ndarray(data, check)
     if code == 2:  # native complex
         real, imag = msgpack.unpackb(data)
         return complex(real, imag)
     if code == 3:  # numpy scalar
-        return _flax_ndarray(data)[()]
+        return _flax_ndarray(data, check)[()]
     return msgpack.ExtType(code, data)
 
 
-def _unchunk(node):
+def _unchunk(node, check=None):
     if isinstance(node, dict):
         if node.get("__msgpack_chunked_array__") is True:
             shape = tuple(node["shape"][str(i)] for i in range(len(node["shape"])))
+            if check is not None:  # before the chunks are joined into one array
+                check(shape)
             chunks = [np.asarray(node["chunks"][str(i)]) for i in range(len(node["chunks"]))]
             return np.concatenate(chunks).reshape(shape)
-        return {key: _unchunk(value) for key, value in node.items()}
+        return {key: _unchunk(value, check) for key, value in node.items()}
     return node
 
 
@@ -93,11 +119,12 @@ class TreeTooLargeError(ValueError):
 MAX_TREE_ITEMS = 1_000_000
 
 
-def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS) -> dict:
+def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS, check=None) -> dict:
     """Decode flax's msgpack serialization (``flax.serialization.msgpack_restore``) without flax or jax.
 
     Arrays come back as numpy (bfloat16 widened to float32); chunked arrays are reassembled. More than
-    ``max_items`` map entries and array items in all raise ``ValueError`` as they are met.
+    ``max_items`` map entries and array items in all raise ``ValueError`` as they are met. ``check(shape)``, when
+    given, sees every array's shape before the array is made (and a chunked one's before its chunks are joined).
     """
     import msgpack
 
@@ -119,20 +146,24 @@ def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS) -> dict:
 
     limit = min(len(buffer), max_items)
     try:
-        tree = msgpack.unpackb(buffer, ext_hook=_flax_ext_hook, raw=False, strict_map_key=False,
+        tree = msgpack.unpackb(buffer, ext_hook=lambda code, data: _flax_ext_hook(code, data, check), raw=False,
+                               strict_map_key=False,
                                object_pairs_hook=pairs, list_hook=array, max_map_len=limit, max_array_len=limit)
     except ValueError as err:
         if "exceeds max_" in str(err):
             raise TreeTooLargeError(f"a map or array of the tree is longer than {limit:,} items ({err})") from None
         raise
-    return _unchunk(tree)
+    return _unchunk(tree, check)
 
 
-def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.ndarray]:
     """The canonical state of a ``flax_model.msgpack`` written by transformers' Flax models (any CLIP class).
 
     A ``{"params": ...}`` wrapper is removed; ``kernel``/``scale``/``embedding`` leaves become ``weight`` with the
-    PyTorch layout.
+    PyTorch layout. ``expect`` (:mod:`clip_core.formats.expect`): every array's shape is checked against it as it
+    is decoded (before the array is made), and the bytes of the arrays kept before they are copied; arrays whose
+    names the model lacks are dropped (:class:`~clip_core.formats._common.UnreadTensor`). msgpack decodes the
+    whole file, so the arrays' raw bytes are in memory once (bounded by the file's size) whatever ``expect`` says.
     """
     path = Path(path)
     state: dict[str, np.ndarray] = {}
@@ -142,17 +173,27 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise ValueError("the file is empty")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
                 try:
-                    tree = flax_msgpack_loads(buffer)
+                    check = None if expect is None else \
+                        (lambda shape: expect.check_tensor(path, "an array of the tree", shape))
+                    tree = flax_msgpack_loads(buffer, check=check)
                 except TreeTooLargeError as err:
                     raise CorruptCheckpointError(f"{path}: {err}") from None
         if not isinstance(tree, dict):
             raise ValueError(f"the top level is a {type(tree).__name__}, not a parameter tree")
+        check_nesting(tree, path, "flax msgpack file")
         while set(tree) == {"params"} and isinstance(tree["params"], dict):
             tree = tree["params"]
         for leaf_path, value in list(flatten_tree(tree)):
             if not isinstance(value, (np.ndarray, np.generic)):
                 raise ValueError(f"{'/'.join(leaf_path)} is a {type(value).__name__}, not an array")
-            name, value = canonical_from_flax(leaf_path, np.asarray(value))
+            value = np.asarray(value)
+            if expect is not None:  # the name first: a kernel's layout change copies it
+                name, shape = mapped_shape(lambda _, v, p=leaf_path: canonical_from_flax(p, v), "", value.shape)
+                if not expect.wants(name):
+                    _add(state, name, UnreadTensor(shape, value.dtype), path)
+                    continue
+                expect.spend(path, name, value.nbytes)
+            name, value = canonical_from_flax(leaf_path, value)
             _add(state, name, _owned(value), path)
     return state
 

@@ -15,8 +15,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from clip_core.formats._common import (CorruptCheckpointError, UnsafeCheckpointError, UnsupportedCheckpointError,
-                                       _add, _bf16_to_float32, _owned, _progress, reading)
+from clip_core.formats._common import (CorruptCheckpointError, UnreadTensor, UnsafeCheckpointError,
+                                       UnsupportedCheckpointError, _add, _bf16_to_float32, _owned, _progress,
+                                       mapped_shape, reading)
 from clip_core.weights import ParamSpec, from_framework_layout, tf_name, to_framework_layout
 
 WEIGHTS_NAME = "tf_model.h5"
@@ -137,12 +138,14 @@ def _plain_dataset(archive, name: str, path: Path, budget: int):
     return dataset
 
 
-def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_tf_h5(path: str | os.PathLike, *, expect=None) -> dict[str, np.ndarray]:
     """The canonical state of a ``tf_model.h5`` written by transformers' TF models (or by :func:`write_tf_h5`).
 
     Variable names ``<model name>/<main layer>/text_model/encoder/layers_._0/self_attn/q_proj/kernel:0`` become
     ``text_model.encoder.layers.0.self_attn.q_proj.weight`` with the PyTorch layout, whatever the model name
-    (``tfclip_model``, ``tfclip_text_model``, ...).
+    (``tfclip_model``, ``tfclip_text_model``, ...). ``expect`` (:mod:`clip_core.formats.expect`): every dataset is
+    checked against it from its metadata before any data is read, and datasets whose names the model lacks are not
+    read (:class:`~clip_core.formats._common.UnreadTensor`).
     """
     import h5py
 
@@ -158,21 +161,43 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for layer in layers:
                 group = _resolve(archive, layer, path)
                 for weight in _h5_names(group, "weight_names"):
-                    datasets.append((layer, weight, _plain_dataset(archive, f"{layer}/{weight}", path, budget)))
-                    budget -= datasets[-1][2].id.get_storage_size()
-            bar = _progress(path.stat().st_size, f"reading {path.name}")
-            try:
-                for layer, weight, dataset in datasets:
-                    value = np.asarray(dataset[()])
                     parts = weight.split("/")[1:]  # the model name comes first, whatever it is
                     if parts and parts[0] == layer:
                         parts = parts[1:]
-                    name, value = canonical_from_tf("/".join(parts), value)
+                    dataset = _plain_dataset(archive, f"{layer}/{weight}", path, budget)
+                    datasets.append(("/".join(parts), dataset))
+                    budget -= dataset.id.get_storage_size()
+            unread = _plan(path, datasets, expect)
+            bar = _progress(path.stat().st_size, f"reading {path.name}")
+            try:
+                for index, (tf_path, dataset) in enumerate(datasets):
+                    if index in unread:
+                        name, shape = unread[index]
+                        _add(state, name, UnreadTensor(shape, dataset.dtype), path)
+                        continue
+                    value = np.asarray(dataset[()])
+                    name, value = canonical_from_tf(tf_path, value)
                     _add(state, name, _owned(value), path)
                     bar.update(value.nbytes)
             finally:
                 bar.close()
     return state
+
+
+def _plan(path: Path, datasets: list, expect) -> dict[int, tuple[str, tuple[int, ...]]]:
+    """Check every dataset against ``expect`` from its metadata; the ones not to read, with their canonical name
+    and shape."""
+    if expect is None:
+        return {}
+    unread = {}
+    for index, (tf_path, dataset) in enumerate(datasets):
+        expect.check_tensor(path, dataset.name.lstrip("/"), dataset.shape)
+        name, shape = mapped_shape(canonical_from_tf, tf_path, dataset.shape)
+        if expect.wants(name):
+            expect.spend(path, dataset.name.lstrip("/"), dataset.size * dataset.dtype.itemsize)
+        else:
+            unread[index] = (name, shape)
+    return unread
 
 
 def _h5_write_names(group, name: str, values: Sequence[str]) -> None:

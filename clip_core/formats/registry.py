@@ -27,8 +27,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from clip_core.formats import expect as _expect
 from clip_core.formats import flax_msgpack, keras_h5, pytorch, safetensors, sharding
-from clip_core.formats._common import CorruptCheckpointError, _add, _owned
+from clip_core.formats._common import CorruptCheckpointError, UnreadTensor, _add, _owned
 
 
 @dataclass(frozen=True)
@@ -142,20 +143,22 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def read_sharded(index_path: str | os.PathLike, sibling: Callable[[str], Path | None] | None = None, *,
-                 mmap: bool = False) -> dict[str, np.ndarray]:
+                 mmap: bool = False, expect: _expect.Expectation | None = None) -> dict[str, np.ndarray]:
     """The tensors of a sharded checkpoint: ``*.index.json`` (``{"weight_map": {name: shard file}}``) + shards.
 
     ``sibling(name)`` finds a shard (default: next to the index); ``mmap`` maps safetensors shards (see
-    :func:`~clip_core.formats.safetensors.read_safetensors`).
+    :func:`~clip_core.formats.safetensors.read_safetensors`); ``expect`` (:mod:`clip_core.formats.expect`) bounds
+    the read over all shards together.
     """
     state: dict[str, np.ndarray] = {}
+    extra = {} if expect is None else {"expect": expect}
     for shard_path in sharding.shard_files(index_path, sibling):
         fmt = detect_format(shard_path)
         if fmt.endswith("_index") or fmt not in READERS:
             raise CorruptCheckpointError(f"{index_path} names {shard_path.name} as a shard, but it is not a weight "
                                          "file (an index cannot list another index)")
-        part = safetensors.read_safetensors(shard_path, mmap=True) if mmap and fmt == "safetensors" else \
-            READERS[fmt](shard_path)
+        part = safetensors.read_safetensors(shard_path, mmap=True, **extra) if mmap and fmt == "safetensors" else \
+            READERS[fmt](shard_path, **extra)
         for name, value in part.items():
             _add(state, name, value, Path(index_path))
     return state
@@ -179,23 +182,26 @@ def read_state_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def from_framework_names(state: Mapping[str, np.ndarray], path) -> dict[str, np.ndarray]:
     """Canonical names for safetensors files written by transformers' TF models (``clip/text_model/.../kernel:0``,
-    metadata ``format: tf``) or Flax models (``text_model....q_proj.kernel``, ``format: flax``); others unchanged."""
-    if any("/" in name or name.endswith(":0") for name in state):
-        out: dict[str, np.ndarray] = {}
-        for name, value in state.items():
+    metadata ``format: tf``) or Flax models (``text_model....q_proj.kernel``, ``format: flax``); others unchanged.
+    Unread tensors (:class:`~clip_core.formats._common.UnreadTensor`) get their canonical name and shape."""
+    framework = _expect.framework_of(state)
+    if framework is None:
+        return dict(state)
+    out: dict[str, np.ndarray] = {}
+    for name, value in state.items():
+        if isinstance(value, UnreadTensor):
+            new, shape = _expect.canonical_entry(framework, name, value.shape)
+            _add(out, new, UnreadTensor(shape, value.dtype), path)
+            continue
+        if framework == "tf":
             parts = name.split("/")
             if len(parts) > 1 and parts[0] == keras_h5.TF_MAIN_LAYER:
                 parts = parts[1:]
             new, value = keras_h5.canonical_from_tf("/".join(parts), np.asarray(value))
-            _add(out, new, _owned(value), path)
-        return out
-    if any(name.rsplit(".", 1)[-1] in ("kernel", "scale", "embedding") for name in state):
-        out = {}
-        for name, value in state.items():
+        else:
             new, value = flax_msgpack.canonical_from_flax(tuple(name.split(".")), np.asarray(value))
-            _add(out, new, _owned(value), path)
-        return out
-    return dict(state)
+        _add(out, new, _owned(value), path)
+    return out
 
 
 __all__ = ["FAMILIES", "Family", "READERS", "WEIGHTS_NAMES", "FORMATS", "INDEX_NAMES", "OPEN_CLIP_NAMES",

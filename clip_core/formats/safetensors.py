@@ -19,7 +19,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from clip_core.formats import sharding
-from clip_core.formats._common import UnsupportedCheckpointError, _bf16_bits_to_float32, _contiguous, reading
+from clip_core.formats._common import (UnreadTensor, UnsupportedCheckpointError, _bf16_bits_to_float32, _contiguous,
+                                       reading)
+from clip_core.formats.expect import Expectation, canonical_entry, framework_of
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -101,7 +103,8 @@ def _check_entry(name: str, info, dtype: np.dtype, data_size: int) -> tuple[tupl
     return shape, begin, end
 
 
-def read_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, np.ndarray]:
+def read_safetensors(path: str | os.PathLike, *, mmap: bool = False,
+                     expect: Expectation | None = None) -> dict[str, np.ndarray]:
     """Every tensor of a ``.safetensors`` file by its stored name (bfloat16 and float8 widened to float32).
 
     By default every array is read into memory the process owns: the model never changes when the file does.
@@ -109,6 +112,10 @@ def read_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str
     pages shared with the OS file cache), with the caveat every mapping has: rewriting the file in place (``cp``
     over it) changes those arrays, and truncating it kills the process with ``SIGBUS`` when they are next read.
     Savers here always write a new file and rename it, which mapped readers survive.
+
+    ``expect`` (:mod:`clip_core.formats.expect`, from the config): every tensor is checked against it from the
+    header before anything is read, and tensors whose (canonical) names the model lacks are not read
+    (:class:`~clip_core.formats._common.UnreadTensor`).
     """
     from safetensors import safe_open
 
@@ -125,8 +132,12 @@ def read_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str
                     raise ValueError(f"tensor {name}: malformed header entry {str(info)[:200]}")
                 dtype, widen = _dtype_of(name, info["dtype"], path)
                 entries[name] = (dtype, widen, *_check_entry(name, info, dtype, data_size))
+            unread = _plan(path, entries, expect)  # every check before any data is read
             mapped = _mmap.mmap(handle.fileno(), 0, access=_mmap.ACCESS_COPY) if mmap and data_size else None
             for name, (dtype, widen, shape, begin, end) in entries.items():
+                if name in unread:
+                    state[name] = UnreadTensor(shape, np.float32 if widen else dtype)
+                    continue
                 offset = start + begin
                 if mapped is not None and widen is None and not offset % dtype.itemsize and math.prod(shape):
                     state[name] = np.frombuffer(mapped, dtype, math.prod(shape), offset).reshape(shape)
@@ -141,6 +152,22 @@ def read_safetensors(path: str | os.PathLike, *, mmap: bool = False) -> dict[str
         with safe_open(str(path), framework="np") as archive:  # the library's own validation of the layout
             names = list(archive.keys())
     return {name: state[name] for name in names}
+
+
+def _plan(path: Path, entries: dict, expect: Expectation | None) -> set[str]:
+    """Check every tensor of a header against ``expect``; the stored names not to read (the model lacks them)."""
+    expect = expect.for_names(entries) if expect is not None else None
+    if expect is None:
+        return set()
+    framework = framework_of(entries)
+    unread = set()
+    for name, (dtype, widen, shape, begin, end) in entries.items():
+        expect.check_tensor(path, name, shape)
+        if not expect.wants(canonical_entry(framework, name, shape)[0]):
+            unread.add(name)
+        else:  # widened dtypes take float32 (and, for a moment, the stored copy too)
+            expect.spend(path, name, (end - begin) + (4 * math.prod(shape) if widen else 0))
+    return unread
 
 
 def write_safetensors(path: str | os.PathLike, state: Mapping[str, np.ndarray],
