@@ -251,3 +251,43 @@ def test_slow_class_alignment_raises_value_error_as_transformers():
             getattr(theirs, name)(*args)
         with pytest.raises(ValueError, match="non-fast"):
             getattr(ours, name)(*args)
+
+
+def test_once_only_warnings_follow_deprecation_warnings_as_transformers(pair):
+    """The once-per-tokenizer warnings are remembered in ``deprecation_warnings`` under transformers' keys:
+    resetting it warns again, setting a key silences one (transformers' data collators do so for ``pad``).
+    The same texts as transformers', on triclip's logger."""
+    ours, theirs = fresh(pair)
+    long_text = "a " * 100
+
+    def logged(tok, call):
+        records = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append
+        loggers = [logging.getLogger(name) for name in ("clip_core", "transformers")]  # transformers': no propagation
+        for log in loggers:
+            log.addHandler(handler)
+        try:
+            call(tok)
+        finally:
+            for log in loggers:
+                log.removeHandler(handler)
+        return [r.getMessage() for r in records]
+
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    try:
+        for tok in (ours, theirs):
+            tok.model_max_length = 77
+        first = [logged(t, lambda t: t(long_text)) for t in (ours, theirs)]
+        assert first[0] == first[1] and len(first[0]) == 1 and first[0][0].startswith("Token indices sequence length")
+        assert [logged(t, lambda t: t(long_text)) for t in (ours, theirs)] == [[], []]
+        for tok in (ours, theirs):
+            tok.deprecation_warnings = {}
+        assert [logged(t, lambda t: t(long_text)) for t in (ours, theirs)] == first
+        enc = [t(["a cat", "a big dog"]) for t in (ours, theirs)]
+        padded = [logged(t, lambda t, e=e: t.pad(e)) for t, e in zip((ours, theirs), enc)]
+        assert padded[0] == padded[1] and len(padded[0]) == (1 if ours.is_fast else 0)
+        assert [logged(t, lambda t, e=e: t.pad(e)) for t, e in zip((ours, theirs), enc)] == [[], []]
+        assert ours.deprecation_warnings == theirs.deprecation_warnings
+    finally:
+        logging.getLogger("transformers").setLevel(logging.ERROR)

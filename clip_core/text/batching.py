@@ -31,7 +31,7 @@ def resolve_strategies(
     """Resolve padding/truncation/max_length as transformers' ``_get_padding_truncation_strategies`` does.
 
     Called from the tokenizer's ``__call__`` (the ``stacklevel`` of its warning points at the caller of that).
-    ``warn_once(key, message)`` logs a message once per tokenizer.
+    ``warn_once(key, message)`` logs a message once per tokenizer (``key``: transformers' ``deprecation_warnings`` key).
     """
     if max_length is not None and not is_int(max_length):
         raise TypeError(f"max_length must be an int or None, got {type(max_length).__name__}")
@@ -42,7 +42,7 @@ def resolve_strategies(
     if max_length is not None and padding is False and truncation is None:
         if verbose:
             warn_once(
-                "truncation-not-explicit",
+                "Truncation-not-explicitly-activated",
                 "Truncation was not explicitly activated but `max_length` is provided a specific value, please use "
                 "`truncation=True` to explicitly truncate examples to max length. Defaulting to 'longest_first' "
                 "truncation strategy.",
@@ -62,7 +62,7 @@ def resolve_strategies(
             if unbounded:
                 if verbose:
                     warn_once(
-                        "pad-no-max",
+                        "Asking-to-pad-to-max_length",
                         "Asking to pad to max_length but no maximum length is provided and the model has no "
                         "predefined maximum length. Default to no padding.",
                     )
@@ -73,7 +73,7 @@ def resolve_strategies(
             if unbounded:
                 if verbose:
                     warn_once(
-                        "trunc-no-max",
+                        "Asking-to-truncate-to-max_length",
                         "Asking to truncate to max_length but no maximum length is provided and the model has no "
                         "predefined maximum length. Default to no truncation.",
                     )

@@ -12,6 +12,7 @@ returns ``overflowing_tokens`` / ``num_truncated_tokens`` per example, as transf
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 from ..tensors import BatchEncoding, check_return_tensors, estimate_bytes
@@ -380,7 +381,15 @@ class EncodingAPI:
             pad_to_multiple_of: int | None = None, padding_side: str | None = None,
             return_attention_mask: bool | None = None, return_tensors: Any = None, verbose: bool = True
             ) -> BatchEncoding:
-        """Pad one encoding or a batch (a dict of lists, a list of dicts, or tensors) as transformers' ``pad``."""
+        """Pad one encoding or a batch (a dict of lists, a list of dicts, or tensors) as transformers' ``pad``
+        (the fast class says once that calling the tokenizer with ``padding`` is faster, as transformers' does;
+        ``deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True`` silences it, as there)."""
+        if self.is_fast and not os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS"):
+            self._warn_once(
+                "Asking-to-pad-a-fast-tokenizer",
+                f"You're using a {type(self).__name__} tokenizer. Please note that with a fast tokenizer, using the "
+                "`__call__` method is faster than using a method to encode the text followed by a call to the `pad` "
+                "method to get a padded encoding.")
         if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(encoded_inputs[0], Mapping):
             encoded_inputs = {k: [example[k] for example in encoded_inputs] for k in encoded_inputs[0]}
         if not isinstance(encoded_inputs, Mapping):

@@ -101,7 +101,6 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
         specials = {"unk_token": unk_token, "bos_token": bos_token, "eos_token": eos_token, "pad_token": pad_token,
                     **{k: kwargs.get(k) for k in ("sep_token", "cls_token", "mask_token")}}
         self._init_specials(specials, kwargs.get("additional_special_tokens"), kwargs.get("added_tokens_decoder"))
-        self._warned: set[str] = set()
         self.deprecation_warnings: dict[str, bool] = {}
         self._setup()
 
@@ -238,14 +237,16 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
         return 4 if pair else 2
 
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
+        """Log ``message`` once per tokenizer, remembered under ``key`` in :attr:`deprecation_warnings` as
+        transformers does (its keys: resetting the dict, or setting a key, re-enables or silences a warning)."""
+        if not self.deprecation_warnings.get(key, False):
+            self.deprecation_warnings[key] = True
             logger.warning(message)
 
     def _warn_too_long(self, length: int) -> None:
         if length > self.model_max_length and self.model_max_length != 0:
             self._warn_once(
-                "too-long",
+                "sequence-length-is-longer-than-the-specified-maximum",
                 "Token indices sequence length is longer than the specified maximum sequence length for this model "
                 f"({length} > {self.model_max_length}). Running this sequence through the model will result in "
                 "indexing errors",
