@@ -324,3 +324,34 @@ def test_a_state_dict_of_ordinary_depth_still_loads_through_the_nesting_check(tm
     for name, value in state.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
     assert math.isfinite(float(loaded["logit_scale"]))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_a_tower_config_does_not_size_the_other_towers_tensors(tmp_path, fmt):
+    if fmt == "pytorch":
+        pytest.importorskip("torch")
+    # the vision tower's fc1 (65,536 values) is far larger than anything of the text tower (800 values): loading
+    # the text tower with its own config still works, the vision tensors unread and not sized by it
+    config = CLIPConfig(projection_dim=8, text_config=dict(CONFIG.text_config.to_dict(), projection_dim=8),
+                        vision_config=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=16, patch_size=8))
+    state = init_state(config, "clip", seed=4)
+    save_checkpoint(tmp_path, config, state, formats=fmt)
+    text = config.text_config
+    assert max(math.prod(spec.shape) for spec in param_table(text, "text_projection").values()) == 800
+    _, loaded = load_checkpoint(tmp_path, arch="text", config=text)
+    assert sorted(loaded) == sorted(param_table(text, "text"))
+    for name, value in loaded.items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)
+
+
+def test_a_tower_config_still_sizes_its_own_tower(tmp_path):
+    state = dict(init_state(CONFIG, "clip"))
+    state["text_model.encoder.layers.0.mlp.fc1.weight"] = np.zeros((32, 160), np.float32)  # 5,120 values
+    text = CLIPConfig.from_dict(CONFIG.to_dict()).text_config
+    text.projection_dim = 8  # the text tower's own largest: its token table, 50 x 16
+    path = tmp_path / "model.safetensors"
+    safetensors.write_safetensors(path, state)
+    with pytest.raises(CorruptCheckpointError, match=r"tensor text_model\.encoder\.layers\.0\.mlp\.fc1\.weight has "
+                                                     r"shape \(32, 160\) .* implies at most 800 values in one tensor"):
+        safetensors.read_safetensors(path, expect=expectation_for(text, "text"))

@@ -34,8 +34,9 @@ class Expectation:
     """
 
     def __init__(self, names: Iterable[str], largest: tuple[str, int], values: int, slack: int,
-                 described: str) -> None:
+                 described: str, foreign: tuple[str, ...] = ()) -> None:
         self.names = frozenset(names)
+        self.foreign = foreign  # name prefixes of the parts a tower config cannot size (the other tower)
         self.largest_name, self.largest = largest
         self.values, self.slack = values, slack
         self.max_bytes = BYTES_PER_VALUE * values + slack
@@ -46,8 +47,11 @@ class Expectation:
         """Whether the model has a parameter ``name`` (otherwise its tensor is not read)."""
         return name in self.names
 
-    def check_tensor(self, path, name: str, shape) -> None:
-        """Refuse a tensor holding more values than the largest parameter the config implies."""
+    def check_tensor(self, path, name: str, shape, canonical: str | None = None) -> None:
+        """Refuse a tensor holding more values than the largest parameter the config implies (``canonical``: its
+        canonical name; the other tower's tensors, unread, are not sized by a tower's config)."""
+        if canonical is not None and self.foreign and canonical.startswith(self.foreign):
+            return
         count = math.prod(int(d) for d in shape)
         if count > self.largest:
             raise CorruptCheckpointError(
@@ -113,8 +117,10 @@ def expectation_for(config, arch: str | None = None) -> Expectation | None:
     if isinstance(vision, CLIPVisionConfig):
         positions += vision.num_patches + 1
     described = f"the config ({type(config).__name__})"
+    foreign = {CLIPTextConfig: ("vision_model.", "visual_projection."),
+               CLIPVisionConfig: ("text_model.", "text_projection.", "logit_scale")}.get(type(config), ())
     return Expectation(names, (largest.name, math.prod(largest.shape)), values,
-                       SLACK_BYTES + BYTES_PER_VALUE * positions, described)
+                       SLACK_BYTES + BYTES_PER_VALUE * positions, described, foreign)
 
 
 def framework_of(names: Iterable[str]) -> str | None:

@@ -173,7 +173,7 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
                 raise ValueError("the file is empty")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
                 try:
-                    check = None if expect is None else \
+                    check = None if expect is None or expect.foreign else \
                         (lambda shape: expect.check_tensor(path, "an array of the tree", shape))
                     tree = flax_msgpack_loads(buffer, check=check)
                 except TreeTooLargeError as err:
@@ -189,6 +189,7 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
             value = np.asarray(value)
             if expect is not None:  # the name first: a kernel's layout change copies it
                 name, shape = mapped_shape(lambda _, v, p=leaf_path: canonical_from_flax(p, v), "", value.shape)
+                expect.check_tensor(path, name, value.shape, name)
                 if not expect.wants(name):
                     _add(state, name, UnreadTensor(shape, value.dtype), path)
                     continue

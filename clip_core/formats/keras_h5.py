@@ -191,8 +191,8 @@ def _plan(path: Path, datasets: list, expect) -> dict[int, tuple[str, tuple[int,
         return {}
     unread = {}
     for index, (tf_path, dataset) in enumerate(datasets):
-        expect.check_tensor(path, dataset.name.lstrip("/"), dataset.shape)
         name, shape = mapped_shape(canonical_from_tf, tf_path, dataset.shape)
+        expect.check_tensor(path, dataset.name.lstrip("/"), dataset.shape, name)
         if expect.wants(name):
             expect.spend(path, dataset.name.lstrip("/"), dataset.size * dataset.dtype.itemsize)
         else:

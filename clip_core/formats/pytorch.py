@@ -127,8 +127,9 @@ def _wanted(path: Path, shapes: Mapping[str, tuple[int, ...]],
     framework = framework_of(bare.values())
     wanted = set()
     for name, shape in shapes.items():
-        expect.check_tensor(path, name, shape)
-        if expect.wants(canonical_entry(framework, bare[name], shape)[0]):
+        canonical = canonical_entry(framework, bare[name], shape)[0]
+        expect.check_tensor(path, name, shape, canonical)
+        if expect.wants(canonical):
             wanted.add(name)
     return wanted, expect
 
