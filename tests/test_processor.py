@@ -262,3 +262,13 @@ def test_saved_by_transformers_loads_in_ours(transformers, tokenizer, tmp_path):
 def test_from_pretrained_missing_files(tmp_path):
     with pytest.raises(OSError, match="preprocessor_config.json"):
         CLIPProcessor.from_pretrained(tmp_path)
+
+
+def test_tensors_without_padding_pad_to_the_longest_where_transformers_fails(transformers):
+    ours, theirs = _pair(transformers)
+    with pytest.raises(ValueError):
+        theirs(text=TEXTS, return_tensors="pt")
+    got = ours(text=TEXTS, return_tensors="np")
+    _same_nested(got, theirs(text=TEXTS, return_tensors="np", padding=True))
+    same_length = ["a cat", "a dog"]  # equal lengths: padding changes nothing, the two agree
+    _same_nested(ours(text=same_length, return_tensors="np"), theirs(text=same_length, return_tensors="np"))
