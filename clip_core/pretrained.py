@@ -19,6 +19,7 @@ import numpy as np
 
 from clip_core import checkpoints
 from clip_core.config import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from clip_core.hub import resolve_file
 from clip_core.weights import LoadReport, ParamSpec, fit_state, flax_path, init_state, param_table, tf_name, \
     validate_state
 
@@ -64,11 +65,17 @@ def _is_auto(dtype, kwargs) -> bool:
 
 
 def _read_config(cls, path, hub: dict):
-    """The config of a checkpoint, read alone when it is a folder's config.json (else from a full load)."""
-    config_file = os.path.join(path, checkpoints.CONFIG_NAME) if isinstance(path, (str, os.PathLike)) else None
-    if config_file is not None and os.path.isfile(config_file):
+    """The config of a checkpoint, read alone when it is a folder's or a Hub repo's config.json (else from a
+    load: a weight file, an OpenAI state dict)."""
+    config_file = None
+    if isinstance(path, (str, os.PathLike)):
+        config_file = os.path.join(path, checkpoints.CONFIG_NAME)
+        if not os.path.isfile(config_file):
+            config_file = None if os.path.exists(path) else \
+                resolve_file(path, checkpoints.CONFIG_NAME, required=False, **hub)
+    if config_file is not None:
         return checkpoints.config_for_arch(checkpoints.read_config_file(config_file), cls.arch)
-    return checkpoints.load_checkpoint(path, arch=cls.arch, **hub)[0]
+    return checkpoints.load_for_model(path, arch=cls.arch, ignore_mismatched_sizes=True, **hub)[0]
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -254,8 +261,9 @@ def _framework(cls) -> str:
 _NORMS = ("layer_norm1", "layer_norm2", "pre_layrnorm", "post_layernorm", "final_layer_norm")
 
 
-def _guess_spec(name: str, shape) -> ParamSpec:
-    """The spec of a tensor the model has no parameter for, from CLIP's naming (``None`` kind when unknown)."""
+def _guess_spec(name: str) -> ParamSpec:
+    """The spec of a tensor the model has no parameter for, its kind from CLIP's naming (``None`` when unknown;
+    the shape is not needed, so ``()``)."""
     parts = name.split(".")
     leaf, owner = parts[-1], parts[-2] if len(parts) > 1 else ""
     if owner in _NORMS:
@@ -270,7 +278,7 @@ def _guess_spec(name: str, shape) -> ParamSpec:
         kind = "scalar"
     else:
         kind = {"weight": "linear", "bias": "bias"}.get(leaf)
-    return ParamSpec(name, tuple(shape), kind)
+    return ParamSpec(name, (), kind)
 
 
 def _layout(shape, kind, framework: str) -> tuple:
@@ -290,11 +298,11 @@ def _tf_key(spec: ParamSpec) -> str:
     return "clip/" + (tf_name(spec) if spec.kind is not None else spec.name.replace(".", "/") + ":0")
 
 
-def _flax_key(spec: ParamSpec, known: bool, from_torch: bool) -> tuple:
-    """transformers' Flax path of a parameter; for a tensor of a PyTorch file the model does not have, the path
-    transformers' PyTorch-to-Flax renaming gives it (``weight`` -> ``kernel``, ``gamma`` / ``beta`` -> ``weight`` /
-    ``bias``)."""
-    if known or (not from_torch and spec.kind is not None):
+def _flax_key(spec: ParamSpec, from_torch: bool) -> tuple:
+    """transformers' Flax path of a tensor the model has no parameter for: from a Flax file its path; from a
+    PyTorch file the path transformers' PyTorch-to-Flax renaming gives a name the model lacks (``weight`` ->
+    ``kernel``, ``gamma`` / ``beta`` -> ``weight`` / ``bias``)."""
+    if not from_torch and spec.kind is not None:
         return flax_path(spec)
     parts = spec.name.split(".")
     if from_torch:
@@ -310,7 +318,7 @@ def _loading_info(cls, report: LoadReport, table) -> dict:
                 "mismatched_keys": [name for name, _, _ in report.mismatched], "error_msgs": []}
     spec = {name: table[name] for name in report.missing}
     spec.update({name: table[name] for name, _, _ in report.mismatched})
-    unexpected = [_guess_spec(name, ()) for name in report.unexpected]
+    unexpected = [_guess_spec(name) for name in report.unexpected]
     if framework == "tf":
         if report.source.startswith("tf"):  # transformers' h5 loader: its weight names, TF layouts
             # (a missing ".../embeddings:0" is reported as ".../weight:0", as transformers' retry renames it)
@@ -328,7 +336,7 @@ def _loading_info(cls, report: LoadReport, table) -> dict:
     mismatched = [(flax_path(spec[n]), _layout(found, spec[n].kind, "flax"), _layout(want, spec[n].kind, "flax"))
                   for n, found, want in report.mismatched]
     return {"missing_keys": {flax_path(spec[n]) for n in report.missing},
-            "unexpected_keys": {_flax_key(u, False, from_torch) for u in unexpected} |
+            "unexpected_keys": {_flax_key(u, from_torch) for u in unexpected} |
             {tuple(name.split(".")) for name in report.buffers},  # transformers' Flax keeps no buffers
             "mismatched_keys": mismatched}
 

@@ -385,9 +385,17 @@ def test_subfolder_in_a_folder_and_a_hub_repo(tf_modules, flax_modules, tmp_path
     with pytest.raises(FileNotFoundError, match="nope"):
         clip_pt.CLIPModel.from_pretrained(tmp_path / "repo", subfolder="nope")
     repo = "some-org/nested-clip"
+    broken = _write(tmp_path / "broken", _broken_state())
     cache = _fake_hub_cache(tmp_path / "cache", repo, {
         "model/config.json": tmp_path / "repo" / "model" / "config.json",
-        "model/model.safetensors": tmp_path / "repo" / "model" / "model.safetensors"})
+        "model/model.safetensors": tmp_path / "repo" / "model" / "model.safetensors",
+        "broken/config.json": broken / "config.json", "broken/model.safetensors": broken / "model.safetensors"})
+    # config overrides with weights that do not fit (the config is read alone, then the weights fitted)
+    _, their_info = transformers.CLIPModel.from_pretrained(repo, subfolder="broken", cache_dir=cache,
+                                                           output_hidden_states=True, output_loading_info=True)
+    model, info = clip_pt.CLIPModel.from_pretrained(repo, subfolder="broken", cache_dir=cache,
+                                                    output_hidden_states=True, output_loading_info=True)
+    assert info == their_info and model.config.output_hidden_states
     theirs = transformers.CLIPModel.from_pretrained(repo, subfolder="model", cache_dir=cache)
     ours = clip_pt.CLIPModel.from_pretrained(repo, subfolder="model", cache_dir=cache)
     with torch.no_grad():
