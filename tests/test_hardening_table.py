@@ -7,6 +7,7 @@ the config), stride-0 tensors claiming 10**12 values, files of many fat tensors,
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import pickle
@@ -36,6 +37,7 @@ BIG = CLIPConfig(projection_dim=8, text_config=dict(CONFIG.text_config.to_dict()
 TOKEN_TABLE = "text_model.embeddings.token_embedding.weight"
 
 
+@functools.lru_cache(maxsize=None)
 def _reference_bound() -> int:
     """8 bytes per parameter value of CLIPModel + the classifier head (counted by transformers, live) + 64 KiB +
     8 bytes per position (the position_ids buffers)."""
