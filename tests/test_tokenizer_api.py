@@ -291,3 +291,15 @@ def test_once_only_warnings_follow_deprecation_warnings_as_transformers(pair):
         assert ours.deprecation_warnings == theirs.deprecation_warnings
     finally:
         logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def test_chat_template_attribute_saved_for_transformers(pair, tmp_path):
+    """``chat_template``: ``None`` for CLIP's files as in transformers; one set here is saved where transformers
+    reads it (triclip does not render templates)."""
+    ours, theirs = fresh(pair)
+    assert ours.chat_template is None and theirs.chat_template is None
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    ours.chat_template = template
+    ours.save_pretrained(tmp_path)
+    assert type(theirs).from_pretrained(tmp_path).chat_template == template
+    assert type(ours).from_pretrained(tmp_path).chat_template == template

@@ -42,7 +42,7 @@ def token_content(value: Any) -> Any:
 #: tokenizer_config.json keys that describe files or classes, not constructor arguments.
 _NOT_SETTINGS = {"tokenizer_class", "auto_map", "name_or_path", "special_tokens_map_file", "tokenizer_file",
                  "vocab_file", "merges_file", "bpe_file", "vocab", "merges", "extra_special_tokens",
-                 "processor_class", "chat_template", "use_fast"}
+                 "processor_class", "use_fast"}
 
 
 def read_settings(source: str) -> dict[str, Any]:

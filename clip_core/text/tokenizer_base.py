@@ -110,6 +110,16 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
     # ---------------------------------------------------------------- settings
 
     @property
+    def chat_template(self) -> Any:
+        """The chat template a ``tokenizer_config.json`` holds (``None`` for CLIP's; transformers' attribute).
+        triclip does not render chat templates (no ``apply_chat_template``)."""
+        return self.init_kwargs.get("chat_template")
+
+    @chat_template.setter
+    def chat_template(self, value: Any) -> None:
+        self.init_kwargs["chat_template"] = value
+
+    @property
     def padding_side(self) -> str:
         """Which side padding goes on: "right" (default) or "left"."""
         return self._padding_side
