@@ -5,7 +5,8 @@ The call is the full forward, ``model(input_ids=..., pixel_values=..., attention
 ``bench.models.CAPTIONS`` padded to the longest of the batch, as the processor does by default), never wrapped by the
 user: triclip's default call path against transformers' plain call (TensorFlow: eager, and under
 ``tf.function(jit_compile=True)``, which a user wraps to get speed; Flax: the un-jitted call). Each contender runs in
-its own fresh interpreter (:func:`_child`) for the first calls, one after the other; the steady state is timed in
+its own fresh interpreter (:func:`_child`) for the loading and the first calls, ``--rounds`` times, alternating
+the order (medians); the steady state is timed in
 one process with :func:`bench.models.timeit` (paired, alternated), after triclip's background compile is done.
 ``ratio`` is ours / theirs for the first calls (below 1: triclip waits less) and theirs / ours for the steady state
 (above 1: triclip is faster), as in the other sections.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,11 +82,12 @@ def _model(backend: str, contender: str, ckpt: Path):
 
 
 def _child(backend: str, contender: str, ckpt: str) -> dict:
-    """In a fresh interpreter: seconds of the first call, of the first call at a new batch size and of the first
+    """In a fresh interpreter: seconds of ``from_pretrained``, of the first call, of the first call at a new batch size and of the first
     call at a new text length (inputs prepared before the clock starts)."""
     inputs = {name: _inputs(*shape) for name, shape in SHAPES.items()}
+    start = time.perf_counter()
     call, _ = _model(backend, contender, Path(ckpt))
-    out = {}
+    out = {"load": time.perf_counter() - start}
     for name in SHAPES:
         start = time.perf_counter()
         call(inputs[name])
@@ -120,7 +123,22 @@ def _steady(backend: str, ckpt: Path, repeats: int) -> dict:
     return timeit(fns, repeats, min_seconds=3.0)
 
 
-def run(backends=("pt", "tf", "flax"), repeats: int = 3) -> list[dict]:
+def _first_calls(backend: str, ckpt: Path, rounds: int) -> dict:
+    """Per contender, the median over ``rounds`` fresh processes of each moment's seconds; the contenders' order is
+    reversed every round, so a change in the machine's load falls on both sides alike."""
+    runs = {c: [] for c in CONTENDERS[backend]}
+    for r in range(rounds):
+        order = CONTENDERS[backend] if r % 2 == 0 else CONTENDERS[backend][::-1]
+        for contender in order:
+            runs[contender].append(_fresh(backend, contender, ckpt))
+    out = {}
+    for contender, results in runs.items():
+        out[contender] = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "text_lengths"}
+        out[contender]["text_lengths"] = results[0]["text_lengths"]
+    return out
+
+
+def run(backends=("pt", "tf", "flax"), repeats: int = 3, rounds: int = 3) -> list[dict]:
     """Rows ``{backend, moment, against, ours_s, theirs_s, ratio}`` for every backend and moment."""
     from bench.models import _checkpoint
 
@@ -128,8 +146,8 @@ def run(backends=("pt", "tf", "flax"), repeats: int = 3) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = _checkpoint(Path(tmp))
         for backend in backends:
-            first = {c: _fresh(backend, c, ckpt) for c in CONTENDERS[backend]}
-            for moment in SHAPES:
+            first = _first_calls(backend, ckpt, rounds)
+            for moment in ("load", *SHAPES):
                 for against in CONTENDERS[backend][1:]:
                     ours, theirs = first["ours"][moment], first[against][moment]
                     rows.append({"backend": backend, "moment": moment, "against": against,
@@ -149,9 +167,10 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="pt,tf,flax")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="steady-state repeats")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (medians)")
     args = parser.parse_args(argv)
-    rows = run([b for b in args.backends.split(",") if b], args.repeats)
+    rows = run([b for b in args.backends.split(",") if b], args.repeats, args.rounds)
     keys = list(rows[0])
     print("  ".join(keys))
     for row in rows:

@@ -10,6 +10,7 @@ The model math, the modules and the public model classes that subclass :class:`F
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -109,7 +110,11 @@ class CLIPModule(nn.Module):
 
 class _CompiledApply:
     """The jitted ``module.apply`` of one (model class, config, dtype), shared by every model built alike: XLA
-    compiles once per input shapes and flags, whichever instance calls. ``traces`` counts the traces."""
+    compiles once per input shapes and flags, whichever instance calls. ``traces`` counts the traces.
+
+    For the text-length buckets it also keeps which shapes are compiled (:meth:`ready_lengths`): a call whose
+    bucket is not compiled yet runs padded to a longer compiled one, and a bucket seen a second time compiles in a
+    background thread (:meth:`compile_later`; :meth:`wait` joins them)."""
 
     _cache: OrderedDict = OrderedDict()
     _max_entries = 32
@@ -118,6 +123,49 @@ class _CompiledApply:
         self.module = CLIPModule(config, cls._build, dtype=dtype, gradient_checkpointing=gradient_checkpointing)
         self.traces = 0
         self.function = jax.jit(self._apply, static_argnames=("method", "flags"))
+        self._ready: dict = {}  # shape key without the text length -> text lengths compiled
+        self._seen: dict = {}  # (key, length) -> calls asking for it
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def ready_lengths(self, key) -> set:
+        """The text lengths compiled for ``key`` (see :func:`_shape_key`)."""
+        with self._lock:
+            return set(self._ready.get(key, ()))
+
+    def mark_ready(self, key, length) -> None:
+        with self._lock:
+            self._ready.setdefault(key, set()).add(length)
+
+    def seen(self, key, length) -> int:
+        """Count one more call asking for ``length`` under ``key``; the count so far."""
+        with self._lock:
+            count = self._seen[(key, length)] = self._seen.get((key, length), 0) + 1
+            return count
+
+    def compile_later(self, key, length, args, kwargs) -> None:
+        """Compile (and run once) ``function(*args, **kwargs)`` in a background thread, one at a time; the length
+        is marked ready when done (an error leaves it to the foreground calls, which then compile it)."""
+        with self._lock:
+            if any(t.is_alive() for t in self._threads):
+                return
+            self._threads = []
+
+            def work():
+                try:
+                    jax.block_until_ready(self.function(*args, **kwargs))
+                except Exception:  # noqa: BLE001 - a foreground call will compile it and report any error
+                    return
+                self.mark_ready(key, length)
+
+            thread = threading.Thread(target=work, name="triclip-flax-compile")
+            self._threads.append(thread)
+        thread.start()
+
+    def wait(self) -> None:
+        """Wait for the background compiles to finish."""
+        for thread in list(self._threads):
+            thread.join()
 
     def _apply(self, params, inputs, dropout_rng, *, method, flags):
         self.traces += 1  # a Python side effect: runs only while tracing
@@ -143,28 +191,47 @@ def _concrete(inputs: dict, params) -> bool:
     return params is None or not any(_traced(x) for x in jax.tree_util.tree_leaves(params)[:1])
 
 
-def _bucket(inputs: dict, text_config):
+_TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def _shape_key(method, flags, params, inputs: dict):
+    """``(key, text length)`` of a call: ``key`` holds everything XLA compiles for except the text length (the
+    method, the flags, the parameters' dtypes, every input's shape and dtype with the text length left out)."""
+    length, shapes = None, []
+    for name in sorted(inputs):
+        value = inputs[name]
+        if value is None:
+            continue
+        shape = tuple(np.shape(value))
+        if name in _TEXT_INPUTS and len(shape) == 2:
+            length, shape = shape[1], (shape[0], None)
+        shapes.append((name, shape, str(value.dtype)))
+    dtypes = tuple(str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params))
+    return (method, flags, dtypes, tuple(shapes)), length
+
+
+def _bucket(inputs: dict, text_config, length: int | None = None):
     """``inputs`` padded to their bucket, and the plan to slice the outputs back (``(rows, length, image_rows)``),
     or ``(inputs, None)`` when nothing is padded. Text length is padded only where that is exact
-    (:func:`clip_core.buckets.text_padding_is_exact`), the batch only where no output mixes rows (no ``labels``;
-    the caller leaves ``return_loss`` calls alone)."""
+    (:func:`clip_core.buckets.text_padding_is_exact`), to ``length`` when given (a longer compiled bucket), the
+    batch only where no output mixes rows (no ``labels``; the caller leaves ``return_loss`` calls alone)."""
     ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
     padded = dict(inputs)
-    rows = length = image_rows = None
+    rows = length_cut = image_rows = None
     if ids is not None:
         mask, positions = inputs.get("attention_mask"), inputs.get("position_ids")
         batch, width = ids.shape
-        bucket = buckets.text_bucket(width, text_config.max_position_embeddings)
+        bucket = length or buckets.text_bucket(width, text_config.max_position_embeddings)
         if bucket != width and buckets.text_padding_is_exact(mask):
             ids, mask, positions = buckets.pad_text(ids, mask, positions, bucket, text_config.eos_token_id)
-            length = width
+            length_cut = width
         target = buckets.batch_bucket(batch)
         if target != batch:
             rows = batch
             ids, mask = buckets.pad_rows(ids, target), buckets.pad_rows(mask, target)
             if positions is not None and np.shape(positions)[0] == batch:
                 positions = buckets.pad_rows(positions, target)
-        if rows is not None or length is not None:
+        if rows is not None or length_cut is not None:
             padded.update(input_ids=jnp.asarray(ids), attention_mask=None if mask is None else jnp.asarray(mask),
                           position_ids=None if positions is None else jnp.asarray(positions))
     if pixels is not None and "labels" not in inputs:
@@ -172,13 +239,13 @@ def _bucket(inputs: dict, text_config):
         if buckets.batch_bucket(batch) != batch:
             image_rows = batch
             padded["pixel_values"] = jnp.asarray(buckets.pad_rows(pixels, buckets.batch_bucket(batch)))
-    if rows is None and length is None and image_rows is None:
+    if rows is None and length_cut is None and image_rows is None:
         return inputs, None
     if ids is not None and rows is None:
         rows = ids.shape[0]
     if pixels is not None and image_rows is None:
         image_rows = pixels.shape[0]
-    return padded, (rows, length, image_rows)
+    return padded, (rows, length_cut, image_rows)
 
 
 def _cut(x, rows=None, length=None, attention=False, columns=None):
@@ -451,17 +518,47 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     #: that a new caption length or batch size reuses the bucket's compiled function; outputs are sliced back
     bucketing = True
 
+    def _bucket_ready(self, inputs, padded, plan, key, length, text_config):
+        """A text-length bucket not compiled yet runs padded to the shortest longer one that is (the longest,
+        ``max_position_embeddings``, when none is: compiled now, it holds every later length), so a new caption
+        length costs no compile; the bucket's own compile starts in the background the second time it is asked
+        for. Returns ``(padded, plan, inputs to compile in the background or None)``."""
+        compiled = self._compiled
+        ready = compiled.ready_lengths(key)
+        if length in ready:
+            return padded, plan, None
+        longer = [n for n in ready if n is not None and n > length]
+        target = min(longer) if longer else text_config.max_position_embeddings
+        later = padded if compiled.seen(key, length) >= self.compile_after else None
+        padded, plan = _bucket(inputs, text_config, length=target)
+        return padded, plan, later
+
+    #: the call of a text-length bucket that starts its own compile in the background (before it, the call runs
+    #: padded to a longer compiled bucket)
+    compile_after = 2
+
     def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
              **flags):
         """Run ``method(module, **inputs, deterministic=not train, **flags)`` through the cached jitted apply:
         compiled once per input shapes (padded to their bucket when :attr:`bucketing` and the values are concrete)
         and flags, then reused (inside a user's ``jax.jit`` it is simply inlined)."""
-        plan = None
-        if self.bucketing and not train and not flags.get("return_loss") and _concrete(inputs, params):
-            inputs, plan = _bucket(inputs, getattr(self.config, "text_config", self.config))
+        plan, later, bucketed = None, None, False
+        params = self.params if params is None else params
         flags = tuple(sorted({"deterministic": not train, **flags}.items()))
-        out = self._compiled.function(self.params if params is None else params, inputs, dropout_rng,
-                                      method=method, flags=flags)
+        if self.bucketing and not train and not dict(flags).get("return_loss") and _concrete(inputs, params):
+            bucketed, text_config = True, getattr(self.config, "text_config", self.config)
+            padded, plan = _bucket(inputs, text_config)
+            key, length = _shape_key(method, flags, params, padded)
+            exact = buckets.text_padding_is_exact(inputs.get("attention_mask"))
+            if length is not None and length < text_config.max_position_embeddings and exact:
+                padded, plan, later = self._bucket_ready(inputs, padded, plan, key, length, text_config)
+            inputs = padded
+        out = self._compiled.function(params, inputs, dropout_rng, method=method, flags=flags)
+        if bucketed:
+            self._compiled.mark_ready(*_shape_key(method, flags, params, inputs))
+            if later is not None:
+                self._compiled.compile_later(key, length, (params, later, dropout_rng),
+                                             {"method": method, "flags": flags})
         if plan is not None:
             out = _unbucket(out, *plan)
         return _to_tuple(out) if return_dict is False or (

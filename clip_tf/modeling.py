@@ -115,7 +115,12 @@ def contrastive_loss(logits_per_text):
 
 # TensorFlow has no Dense / LayerNorm without Keras: these two read a module's variables by their canonical names.
 def _dense(x, params, name):
-    y = tf.matmul(x, params[f"{name}.weight"])
+    weight = params[f"{name}.weight"]
+    if x.shape.rank == 2:
+        y = tf.matmul(x, weight)
+    else:  # one 2-D matmul over the flattened leading axes: eager TensorFlow's batched matmul is slower
+        y = tf.reshape(tf.matmul(tf.reshape(x, (-1, x.shape[-1])), weight),
+                       tf.concat([tf.shape(x)[:-1], tf.shape(weight)[-1:]], axis=0))
     return y + params[f"{name}.bias"] if f"{name}.bias" in params else y
 
 
@@ -148,17 +153,18 @@ class CLIPAttention(_TrainableModule):
         """Every token attends to every token; with ``queries`` (``[batch, q, d]``) only those attend."""
         batch = tf.shape(hidden_states)[0]
 
-        def heads(x, name):
-            return tf.reshape(_dense(x, self.params, name), (batch, -1, self.num_heads, self.head_dim))
+        def heads(x, name):  # [batch, heads, tokens, head_dim]
+            return tf.transpose(tf.reshape(_dense(x, self.params, name), (batch, -1, self.num_heads, self.head_dim)),
+                                (0, 2, 1, 3))
 
         query = heads(hidden_states if queries is None else queries, "q_proj")
         key, value = heads(hidden_states, "k_proj"), heads(hidden_states, "v_proj")
-        scores = tf.cast(tf.einsum("bqhd,bkhd->bhqk", query, key), tf.float32) * self.head_dim ** -0.5
+        scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32) * self.head_dim ** -0.5
         if bias is not None:
             scores = scores + bias
         probs = tf.nn.softmax(scores, axis=-1)
         dropped = tf.nn.dropout(probs, self.dropout) if training and self.dropout > 0 else probs
-        out = tf.einsum("bhqk,bkhd->bqhd", tf.cast(dropped, value.dtype), value)
+        out = tf.transpose(tf.matmul(tf.cast(dropped, value.dtype), value), (0, 2, 1, 3))
         out = tf.reshape(out, (batch, -1, self.num_heads * self.head_dim))
         return _dense(out, self.params, "out_proj"), (probs if output_attentions else None)
 

@@ -220,9 +220,38 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         self._compiled = _CompiledCache()
         self.jit_compile = "auto"
         self._build()
+        self._warm_up()
 
     def _build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """A smallest valid input of every tensor argument of the serving signature: two tokens, one image."""
+        out = {}
+        for name, dtype in self.serving_inputs.items():
+            if name == "pixel_values":
+                size, channels = self.vision_config.image_size, self.vision_config.num_channels
+                out[name] = tf.zeros((1, channels, size, size), dtype)
+            else:
+                ids = [0, min(1, self.text_config.vocab_size - 1)]
+                out[name] = tf.constant([ids], dtype) if name == "input_ids" else tf.ones((1, 2), dtype)
+        return out
+
+    def _warm_up(self) -> None:
+        """One small eager call at construction, as transformers' TF models build themselves on dummy inputs: the
+        process's one-time kernel set-up then lands here, not in the user's first call. Skipped where a call would
+        not be eager (inside a ``tf.function`` or a distribution strategy's scope); a failure is left to the real
+        call to report."""
+        if not self.serving_inputs or not tf.executing_eagerly() or tf.distribute.has_strategy():
+            return
+        mode, self._jit_compile = self._jit_compile, False
+        try:
+            self(**self.dummy_inputs)
+        except Exception:  # noqa: BLE001 - only a warm-up
+            pass
+        finally:
+            self._jit_compile = mode
 
     # ------------------------------------------------------------------ canonical state <-> variables
     @staticmethod

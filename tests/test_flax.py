@@ -526,8 +526,13 @@ def test_user_jit_over_inputs_held_as_jax_arrays():
 
 
 def test_repeated_shapes_do_not_retrace():
+    from clip_flax.pretrained import _CompiledApply
+
+    _CompiledApply._cache.clear()  # shared per config: start from what no earlier test compiled or asked for
     model, ids, mask, pixels = _tiny()
-    model(ids, pixels, attention_mask=mask)
+    model(ids, pixels, attention_mask=mask)  # runs at the longest text bucket, compiled now
+    model(ids, pixels, attention_mask=mask)  # asked again: its own bucket compiles in the background, once
+    model._compiled.wait()
     traces = model._compiled.traces
     rng = np.random.default_rng(0)
     for _ in range(3):  # new values, same shapes
@@ -535,12 +540,17 @@ def test_repeated_shapes_do_not_retrace():
         model(new_ids, pixels + rng.standard_normal(pixels.shape).astype(np.float32), attention_mask=mask)
     model(jnp.asarray(ids), jnp.asarray(pixels), attention_mask=jnp.asarray(mask))
     assert model._compiled.traces == traces
-    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # a new padded length compiles once
-    model(ids[:, :4], pixels, attention_mask=mask[:, :4])
+    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # a new length runs in a compiled longer bucket
+    assert model._compiled.traces == traces
+    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # asked again: its bucket compiles in the background
+    model._compiled.wait()
     assert model._compiled.traces == traces + 1
-    model(ids, pixels, attention_mask=mask, output_hidden_states=True)  # new flags compile once
+    model(ids, pixels, attention_mask=mask, output_hidden_states=True)  # new flags: a new compile (longest length)
+    model(ids, pixels, attention_mask=mask, output_hidden_states=True)  # and its own bucket in the background
+    model._compiled.wait()
+    assert model._compiled.traces == traces + 3
     model(ids, pixels, attention_mask=mask, output_hidden_states=True)
-    assert model._compiled.traces == traces + 2
+    assert model._compiled.traces == traces + 3
 
 
 def test_any_padded_length_up_to_max_positions():

@@ -119,18 +119,40 @@ def test_flax_buckets_give_transformers_outputs_at_the_callers_shapes():
     assert model._compiled.traces == traces + 4
 
 
-def test_flax_one_compile_per_bucket():
-    _, model, _ = _flax()
-    pixels = _pixels(8)
-    model.get_text_features(*_text(8, 9, eos_at=[8] * 8))
-    traces = model._compiled.traces
-    for batch, width in ((8, 12), (5, 16), (6, 10), (7, 13)):  # all in bucket (8, 16)
-        model.get_text_features(*_text(batch, width, eos_at=[width - 1] * batch))
-    model(*_text(3, 9, eos_at=(8, 2, 4))[:1], pixels[:3])
-    model(*_text(4, 14, eos_at=(13, 2, 4, 5))[:1], pixels[:4])  # same bucket (4, 16) as the call before
-    assert model._compiled.traces == traces + 1
-    model.get_text_features(*_text(8, 17, eos_at=[16] * 8))  # a new length bucket: one more
-    assert model._compiled.traces == traces + 2
+def test_flax_new_caption_lengths_compile_nothing():
+    """The first text call compiles the longest bucket (max_position_embeddings); later caption lengths run padded
+    to the shortest compiled bucket that holds them (no compile, same features as transformers at the caller's
+    exact shape); a bucket asked for a second time compiles in the background, and its calls then use it."""
+    jax, model, theirs = _flax()
+    longest = CONFIG.text_config.max_position_embeddings
+    compiled = model._compiled
+
+    def features(batch, width):
+        ids, mask = _text(batch, width, eos_at=[width - 1] * batch, seed=width)
+        ours = model.get_text_features(ids, mask)
+        ref = jax.jit(lambda p: theirs.get_text_features(ids, mask, params=p))(model.params)
+        assert ours.shape == (batch, CONFIG.projection_dim)
+        assert_close(ours, ref, EMBED_TOL, f"text features {batch}x{width}")
+
+    features(8, 9)  # bucket 16, nothing compiled: runs at the longest length
+    assert compiled.traces == 1
+    (key, _), = [(k, v) for k, v in compiled._ready.items()]
+    assert compiled.ready_lengths(key) == {longest}
+    for width in (3, 20, 40, 70):  # buckets 8, 32, 64 and the longest: all run at the longest
+        features(8, width)
+    assert compiled.traces == 1 and compiled.ready_lengths(key) == {longest}
+    features(8, 12)  # bucket 16 asked for again (after 9): its own compile starts in the background
+    compiled.wait()
+    assert compiled.traces == 2 and compiled.ready_lengths(key) == {16, longest}
+    for width in (11, 16):  # bucket 16 holds them
+        features(6, width)  # a batch of 6 is in the batch bucket of 8
+    compiled.wait()
+    assert compiled.traces == 2
+    features(6, 5)  # bucket 8, asked for the second time (after 3): runs at 16, compiles 8 in the background
+    compiled.wait()
+    assert compiled.traces == 3 and compiled.ready_lengths(key) == {8, 16, longest}
+    features(3, 9)  # a new batch bucket (4) is a new shape: one compile, at the longest length
+    assert compiled.traces == 4
 
 
 def test_flax_no_padding_where_it_would_change_results():
