@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -76,6 +77,20 @@ def _read_config(cls, path, hub: dict):
     if config_file is not None:
         return checkpoints.config_for_arch(checkpoints.read_config_file(config_file), cls.arch)
     return checkpoints.load_for_model(path, arch=cls.arch, ignore_mismatched_sizes=True, **hub)[0]
+
+
+def _refuse_meta_context(cls, kwargs: dict) -> None:
+    """As transformers: PyTorch ``from_pretrained`` inside ``with torch.device("meta")`` (or with the default
+    device set to meta) is a ``RuntimeError``, since the weights it loads would have nowhere to go."""
+    torch = sys.modules.get("torch")
+    if _framework(cls) != "pt" or kwargs.get("device_map") is not None or torch is None:
+        return
+    default = getattr(torch, "get_default_device", None)
+    if default is not None and default().type == "meta":
+        raise RuntimeError("You are using `from_pretrained` with a meta device context manager or "
+                           "`torch.set_default_device('meta')`: the loaded weights cannot live there. For an empty "
+                           f"model on the meta device, build it from its config inside the context: "
+                           f"`{cls.__name__}(config)`")
 
 
 def _to_numpy(value) -> np.ndarray:
@@ -152,6 +167,7 @@ class PretrainedMixin:
         if model_args:
             raise TypeError(f"{cls.__name__}.from_pretrained takes the path and keyword arguments only, got "
                             f"{len(model_args)} more positional argument(s)")
+        _refuse_meta_context(cls, kwargs)
         hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
         strict = bool(kwargs.pop("strict", False))
         ignore_mismatched_sizes = bool(kwargs.pop("ignore_mismatched_sizes", False))

@@ -153,6 +153,18 @@ def test_towers_report_the_other_parts_as_unexpected(cls, tmp_path, caplog):
     assert not _messages(caplog) and "were not used" in _messages(caplog, logging.INFO)
 
 
+def test_from_pretrained_inside_a_meta_device_context(tmp_path):
+    folder = _write(tmp_path / "clip", init_state(CONFIG, "clip", seed=14))
+    with torch.device("meta"):
+        with pytest.raises(RuntimeError, match="meta device context manager"):
+            transformers.CLIPModel.from_pretrained(folder)
+        with pytest.raises(RuntimeError, match="meta device context manager"):
+            clip_pt.CLIPModel.from_pretrained(folder)
+        model = clip_pt.CLIPModel(CONFIG)  # building from a config there is fine
+    assert model.text_projection.weight.is_meta
+    assert clip_pt.CLIPModel.from_pretrained(folder).text_projection.weight.device.type == "cpu"
+
+
 def test_state_dict_without_a_path(tmp_path):
     state = _broken_state()
     their_config = transformers.CLIPConfig.from_dict(CONFIG.to_dict())
