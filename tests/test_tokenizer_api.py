@@ -303,3 +303,37 @@ def test_chat_template_attribute_saved_for_transformers(pair, tmp_path):
     ours.save_pretrained(tmp_path)
     assert type(theirs).from_pretrained(tmp_path).chat_template == template
     assert type(ours).from_pretrained(tmp_path).chat_template == template
+
+
+def test_chat_template_file_layout_as_transformers(pair, tmp_path):
+    """A chat template is saved as ``chat_template.jinja`` (not in the config), and that file wins over the
+    config's key when loading, in both libraries."""
+    ours, theirs = fresh(pair)
+    for tok, name in ((ours, "ours"), (theirs, "theirs")):
+        tok.chat_template = "{{ 'a' }}"
+        tok.save_pretrained(tmp_path / name)
+        assert (tmp_path / name / "chat_template.jinja").read_text() == "{{ 'a' }}"
+        assert "chat_template" not in json.loads((tmp_path / name / "tokenizer_config.json").read_text())
+    folder = tmp_path / "ours"
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{{ 'b' }}"}))
+    assert type(ours).from_pretrained(folder).chat_template == type(theirs).from_pretrained(folder).chat_template \
+        == "{{ 'a' }}"
+
+
+@pytest.mark.parametrize("jinja_files", [True, False])
+def test_several_chat_templates_saved_as_transformers(pair, tmp_path, jinja_files):
+    ours, theirs = fresh(pair)
+    templates = {"default": "{{'a'}}", "template2": "{{'b'}}"}
+    for tok, name in ((ours, "ours"), (theirs, "theirs")):
+        tok.chat_template = dict(templates)
+        tok.save_pretrained(tmp_path / name, save_jinja_files=jinja_files)
+    layout = [sorted(str(p.relative_to(tmp_path / n)) for p in (tmp_path / n).rglob("*")
+                     if "template" in p.name and p.is_file()) for n in ("ours", "theirs")]
+    assert layout[0] == layout[1]
+    configs = [json.loads((tmp_path / n / "tokenizer_config.json").read_text()).get("chat_template")
+               for n in ("ours", "theirs")]
+    assert configs[0] == configs[1]
+    for folder in ("ours", "theirs"):
+        assert type(ours).from_pretrained(tmp_path / folder).chat_template == templates
+        assert type(theirs).from_pretrained(tmp_path / folder).chat_template == templates

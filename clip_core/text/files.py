@@ -20,6 +20,8 @@ MERGES_FILE = "merges.txt"
 TOKENIZER_FILE = "tokenizer.json"
 OPENAI_BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers 4.57 saves a chat template (and reads it first)
+CHAT_TEMPLATE_DIR = "additional_chat_templates"  # and the named ones of several
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 
 
@@ -63,7 +65,34 @@ def read_settings(source: str) -> dict[str, Any]:
             if name == SPECIAL_TOKENS_MAP_FILE and key in settings:
                 continue  # tokenizer_config.json wins, as in transformers
             settings[key] = value
+    if isinstance(settings.get("chat_template"), list):  # several templates, as transformers' config lists them
+        settings["chat_template"] = {t["name"]: t["template"] for t in settings["chat_template"]}
+    template = resolve(source, CHAT_TEMPLATE_FILE, required=False)
+    others = Path(source, CHAT_TEMPLATE_DIR)
+    extra = {p.name[:-len(".jinja")]: p.read_text(encoding="utf-8")
+             for p in sorted(others.glob("*.jinja"))} if others.is_dir() else {}
+    if template is not None:  # the files win over tokenizer_config.json's key, as in transformers
+        with open(template, encoding="utf-8") as handle:
+            settings["chat_template"] = {"default": handle.read(), **extra} if extra else handle.read()
+    elif extra:
+        settings["chat_template"] = extra
     return settings
+
+
+def chat_template_files(folder: str, tokenizer: Any) -> tuple[str, ...]:
+    """Write the templates other than ``"default"`` of a dict ``chat_template`` as
+    ``additional_chat_templates/NAME.jinja`` (transformers' layout), each file atomically; returns their paths."""
+    template = tokenizer.chat_template
+    if not isinstance(template, dict):
+        return ()
+    paths = []
+    for name, text in template.items():
+        if name != "default":
+            path = os.path.join(folder, CHAT_TEMPLATE_DIR, f"{name}.jinja")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, text)
+            paths.append(path)
+    return tuple(paths)
 
 
 def find_vocabulary(source: str) -> dict[str, str]:
@@ -113,8 +142,9 @@ def _jsonable(value: Any) -> bool:
     return True
 
 
-def write_settings(folder: str, tokenizer: Any) -> tuple[str, str]:
-    """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` of ``tokenizer`` into ``folder``.
+def write_settings(folder: str, tokenizer: Any, jinja_files: bool = True) -> tuple[str, ...]:
+    """Write ``tokenizer_config.json`` and ``special_tokens_map.json`` of ``tokenizer`` into ``folder`` (and a
+    chat template as ``chat_template.jinja``, as transformers 4.57 does).
 
     The config holds transformers' keys (special tokens, ``added_tokens_decoder``, ``model_max_length``, ...) plus
     every other JSON-ready keyword the tokenizer was built with, so that both libraries load it back the same.
@@ -135,6 +165,17 @@ def write_settings(folder: str, tokenizer: Any) -> tuple[str, str]:
         "extra_special_tokens": {},
         "tokenizer_class": "CLIPTokenizer",
     })
+    written: tuple[str, ...] = ()
+    template = config.pop("chat_template", None)
+    if isinstance(template, dict) and not jinja_files:  # transformers' config form of several templates
+        config["chat_template"] = [{"name": k, "template": v} for k, v in template.items()]
+    elif isinstance(template, dict) and "default" in template:  # the others: see chat_template_files
+        template = template["default"]
+    if isinstance(template, str) and jinja_files:  # saved as chat_template.jinja, as transformers does
+        written = (os.path.join(folder, CHAT_TEMPLATE_FILE),)
+        atomic_write(written[0], template)
+    elif template is not None and not isinstance(template, dict):
+        config["chat_template"] = template
     if type(tokenizer).model_input_names != tokenizer.model_input_names:
         config["model_input_names"] = list(tokenizer.model_input_names)
     special_map: dict[str, Any] = {}
@@ -144,7 +185,7 @@ def write_settings(folder: str, tokenizer: Any) -> tuple[str, str]:
     map_path = os.path.join(folder, SPECIAL_TOKENS_MAP_FILE)
     atomic_write(config_path, json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     atomic_write(map_path, json.dumps(special_map, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    return config_path, map_path
+    return (config_path, map_path, *written)
 
 
 def write_tokenizer_json(folder: str, tokenizer: Any) -> str:

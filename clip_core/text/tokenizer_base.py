@@ -22,7 +22,8 @@ from ..formats.commit import commit
 from .batching import as_id_list, check_side, check_texts, to_python
 from .bpe import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, bytes_to_unicode, load_vocabulary
 from .encoding import EncodingAPI
-from .files import MERGES_FILE, VOCAB_FILE, find_vocabulary, read_settings, write_settings, write_tokenizer_json
+from .files import MERGES_FILE, VOCAB_FILE, chat_template_files, find_vocabulary, read_settings, write_settings
+from .files import write_tokenizer_json
 from .files import write_vocabulary
 from .specials import SpecialTokens
 
@@ -111,8 +112,9 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
 
     @property
     def chat_template(self) -> Any:
-        """The chat template a ``tokenizer_config.json`` holds (``None`` for CLIP's; transformers' attribute).
-        triclip does not render chat templates (no ``apply_chat_template``)."""
+        """The chat template (a string, or a dict of named ones) of the loaded files (``None`` for CLIP's;
+        transformers' attribute and file layout). triclip does not render chat templates (no
+        ``apply_chat_template``)."""
         return self.init_kwargs.get("chat_template")
 
     @chat_template.setter
@@ -357,12 +359,14 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
         folder = os.fspath(save_directory)
         if os.path.isfile(folder):
             raise FileExistsError(f"save_pretrained needs a directory, {folder} is a file")
+        jinja_files = bool(kwargs.get("save_jinja_files", True))
         with commit(folder, overwrite=True) as staging:
             staged = os.fspath(staging)
-            files = (*write_settings(staged, self), *self.save_vocabulary(staged, filename_prefix))
+            files = (*write_settings(staged, self, jinja_files), *self.save_vocabulary(staged, filename_prefix))
             if self.is_fast and legacy_format is not True:  # as transformers: the fast class adds tokenizer.json
                 files = (*files, write_tokenizer_json(staged, self))
-        return tuple(os.path.join(folder, os.path.basename(f)) for f in files)
+        extra = chat_template_files(folder, self) if jinja_files else ()
+        return tuple(os.path.join(folder, os.path.basename(f)) for f in files) + extra
 
 
 def _clean_up_tokenization(text: str) -> str:
