@@ -34,8 +34,9 @@ class Expectation:
     """
 
     def __init__(self, names: Iterable[str], largest: tuple[str, int], values: int, slack: int,
-                 described: str, foreign: tuple[str, ...] = ()) -> None:
+                 described: str, foreign: tuple[str, ...] = (), shapes: dict | None = None) -> None:
         self.names = frozenset(names)
+        self.shapes = dict(shapes or {})  # canonical name -> the shape the model has
         self.foreign = foreign  # name prefixes of the parts a tower config cannot size (the other tower)
         self.largest_name, self.largest = largest
         self.values, self.slack = values, slack
@@ -43,14 +44,20 @@ class Expectation:
         self.described = described
         self.spent = 0
 
-    def wants(self, name: str) -> bool:
-        """Whether the model has a parameter ``name`` (otherwise its tensor is not read)."""
-        return name in self.names
+    def wants(self, name: str, shape=None) -> bool:
+        """Whether the model has a parameter ``name`` (of ``shape``, canonical layout, when given): otherwise its
+        tensor is not read (a mis-shaped one is reported as mismatched: an error, or newly initialised under
+        ``ignore_mismatched_sizes``)."""
+        if name not in self.names:
+            return False
+        expected = self.shapes.get(name)
+        return shape is None or expected is None or tuple(int(d) for d in shape) == tuple(expected)
 
     def check_tensor(self, path, name: str, shape, canonical: str | None = None) -> None:
         """Refuse a tensor holding more values than the largest parameter the config implies (``canonical``: its
-        canonical name; the other tower's tensors, unread, are not sized by a tower's config)."""
-        if canonical is not None and self.foreign and canonical.startswith(self.foreign):
+        canonical name; the other tower's tensors, unread, are not sized by a tower's config, nor are the model's
+        own parameters, which are read only at the model's shape)."""
+        if canonical is not None and (self.foreign and canonical.startswith(self.foreign) or canonical in self.names):
             return
         count = math.prod(int(d) for d in shape)
         if count > self.largest:
@@ -120,7 +127,8 @@ def expectation_for(config, arch: str | None = None) -> Expectation | None:
     foreign = {CLIPTextConfig: ("vision_model.", "visual_projection."),
                CLIPVisionConfig: ("text_model.", "text_projection.", "logit_scale")}.get(type(config), ())
     return Expectation(names, (largest.name, math.prod(largest.shape)), values,
-                       SLACK_BYTES + BYTES_PER_VALUE * positions, described, foreign)
+                       SLACK_BYTES + BYTES_PER_VALUE * positions, described, foreign,
+                       {name: tuple(spec.shape) for name, spec in specs.items() if name in names})
 
 
 def framework_of(names: Iterable[str]) -> str | None:

@@ -160,9 +160,9 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
     """The canonical state of a ``flax_model.msgpack`` written by transformers' Flax models (any CLIP class).
 
     A ``{"params": ...}`` wrapper is removed; ``kernel``/``scale``/``embedding`` leaves become ``weight`` with the
-    PyTorch layout. ``expect`` (:mod:`clip_core.formats.expect`): every array's shape is checked against it as it
-    is decoded (before the array is made), and the bytes of the arrays kept before they are copied; arrays whose
-    names the model lacks are dropped (:class:`~clip_core.formats._common.UnreadTensor`). msgpack decodes the
+    PyTorch layout. ``expect`` (:mod:`clip_core.formats.expect`): every array (a view of the file's bytes while it
+    is decoded) is checked against it by name and shape, and the bytes of the arrays kept before they are copied;
+    arrays the model lacks, or holds at another shape, are dropped (:class:`~clip_core.formats._common.UnreadTensor`). msgpack decodes the
     whole file, so the arrays' raw bytes are in memory once (bounded by the file's size) whatever ``expect`` says.
     """
     path = Path(path)
@@ -172,10 +172,8 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
             if os.fstat(handle.fileno()).st_size == 0:
                 raise ValueError("the file is empty")
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-                try:
-                    check = None if expect is None or expect.foreign else \
-                        (lambda shape: expect.check_tensor(path, "an array of the tree", shape))
-                    tree = flax_msgpack_loads(buffer, check=check)
+                try:  # an array's payload holds its bytes (a shape claiming more is malformed): views, no copies
+                    tree = flax_msgpack_loads(buffer)
                 except TreeTooLargeError as err:
                     raise CorruptCheckpointError(f"{path}: {err}") from None
         if not isinstance(tree, dict):
@@ -190,7 +188,7 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
             if expect is not None:  # the name first: a kernel's layout change copies it
                 name, shape = mapped_shape(lambda _, v, p=leaf_path: canonical_from_flax(p, v), "", value.shape)
                 expect.check_tensor(path, name, value.shape, name)
-                if not expect.wants(name):
+                if not expect.wants(name, shape):
                     _add(state, name, UnreadTensor(shape, value.dtype), path)
                     continue
                 expect.spend(path, name, value.nbytes)

@@ -193,7 +193,7 @@ def _plan(path: Path, datasets: list, expect) -> dict[int, tuple[str, tuple[int,
     for index, (tf_path, dataset) in enumerate(datasets):
         name, shape = mapped_shape(canonical_from_tf, tf_path, dataset.shape)
         expect.check_tensor(path, dataset.name.lstrip("/"), dataset.shape, name)
-        if expect.wants(name):
+        if expect.wants(name, shape):
             expect.spend(path, dataset.name.lstrip("/"), dataset.size * dataset.dtype.itemsize)
         else:
             unread[index] = (name, shape)

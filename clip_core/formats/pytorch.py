@@ -127,9 +127,9 @@ def _wanted(path: Path, shapes: Mapping[str, tuple[int, ...]],
     framework = framework_of(bare.values())
     wanted = set()
     for name, shape in shapes.items():
-        canonical = canonical_entry(framework, bare[name], shape)[0]
+        canonical, canonical_shape = canonical_entry(framework, bare[name], shape)
         expect.check_tensor(path, name, shape, canonical)
-        if expect.wants(canonical):
+        if expect.wants(canonical, canonical_shape):
             wanted.add(name)
     return wanted, expect
 

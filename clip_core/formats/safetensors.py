@@ -162,9 +162,9 @@ def _plan(path: Path, entries: dict, expect: Expectation | None) -> set[str]:
     framework = framework_of(entries)
     unread = set()
     for name, (dtype, widen, shape, begin, end) in entries.items():
-        canonical = canonical_entry(framework, name, shape)[0]
+        canonical, canonical_shape = canonical_entry(framework, name, shape)
         expect.check_tensor(path, name, shape, canonical)
-        if not expect.wants(canonical):
+        if not expect.wants(canonical, canonical_shape):
             unread.add(name)
         else:  # widened dtypes take float32 (and, for a moment, the stored copy too)
             expect.spend(path, name, (end - begin) + (4 * math.prod(shape) if widen else 0))
