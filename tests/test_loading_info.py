@@ -115,6 +115,26 @@ def test_mismatched_shapes_as_transformers(tmp_path, caplog):
     assert weight.shape == (8, 16) and abs(weight.std() - 16 ** -0.5) < 0.05  # drawn anew, not the file's ones
 
 
+@pytest.mark.parametrize("fmt", ["safetensors", "pytorch", "flax"])
+def test_a_larger_vocabulary_than_the_model_any_format(fmt, tmp_path):
+    """A checkpoint whose token table is far larger than any parameter the config implies (so its reader never
+    reads it: the config bounds the read) still loads with ignore_mismatched_sizes, as in transformers."""
+    big = CLIPConfig.from_dict({**CONFIG.to_dict(), "text_config": {**CONFIG.text_config.to_dict(),
+                                                                    "vocab_size": 5000}})
+    save_checkpoint(tmp_path, big, init_state(big, "clip", seed=1), formats=fmt)
+    small = {"text_config": {"vocab_size": 50}}
+    with pytest.raises(RuntimeError, match=r"token_embedding.weight: expected \(50, 16\), found \(5000, 16\)"):
+        clip_pt.CLIPModel.from_pretrained(tmp_path, **small)
+    if fmt != "flax":  # transformers' PyTorch class reads the PyTorch formats only
+        _, theirs = transformers.CLIPModel.from_pretrained(tmp_path, text_config=dict(vocab_size=50),
+                                                           ignore_mismatched_sizes=True, output_loading_info=True)
+        assert theirs["mismatched_keys"] == ["text_model.embeddings.token_embedding.weight"]
+    model, info = clip_pt.CLIPModel.from_pretrained(tmp_path, **small, ignore_mismatched_sizes=True,
+                                                    output_loading_info=True)
+    assert info["mismatched_keys"] == ["text_model.embeddings.token_embedding.weight"]
+    assert tuple(model.text_model.embeddings.token_embedding.weight.shape) == (50, 16)
+
+
 def test_classifier_head_from_a_clip_checkpoint(tmp_path, caplog):
     """The head a CLIP checkpoint lacks: newly initialised, with the warning; a head of another size: mismatched."""
     folder = _write(tmp_path / "clip", init_state(CONFIG, "clip", seed=4))
