@@ -197,9 +197,34 @@ class CLIPEncoderLayer(nn.Module):
 _RematEncoderLayer = nn.remat(CLIPEncoderLayer, static_argnums=(3,))
 
 
+def _recomputed(fn):
+    """``fn(params, hidden_states, *rest)`` keeping only its inputs for the gradient and recomputing the rest in
+    the backward pass: ``jax.checkpoint`` done by hand. XLA:CPU drops ``jax.checkpoint``'s optimisation barriers
+    before its common-subexpression pass, which then merges the recomputation back into the forward pass (the
+    activations stay alive: no memory saved). Here the recomputed input is tied to the incoming cotangent, by a term
+    that is always zero but not known to be, so the recomputation can neither be merged nor hoisted."""
+    @jax.custom_vjp
+    def run(params, hidden_states, *rest):
+        return fn(params, hidden_states, *rest)
+
+    def forward(params, hidden_states, *rest):
+        return fn(params, hidden_states, *rest), (params, hidden_states, rest)
+
+    def backward(saved, cotangent):
+        params, hidden_states, rest = saved
+        first = jax.tree_util.tree_leaves(cotangent)[0].ravel()[0]
+        zero = jnp.where(jnp.isfinite(first), first, 0) * 0
+        _, pullback = jax.vjp(fn, params, hidden_states + zero.astype(hidden_states.dtype), *rest)
+        return pullback(cotangent)
+
+    run.defvjp(forward, backward)
+    return run
+
+
 class CLIPEncoder(nn.Module):
     """A stack of encoder layers; serves both towers. Parameters under ``layers/<i>/``, as in transformers.
-    With ``gradient_checkpointing`` each layer is ``nn.remat``-ed: its activations are recomputed for the gradient."""
+    With ``gradient_checkpointing`` each layer keeps only its input for the gradient and is recomputed in the
+    backward pass (:func:`_recomputed`; ``nn.remat`` with dropout in training, whose random draws it replays)."""
 
     config: Any
     dtype: Any = jnp.float32
@@ -213,9 +238,16 @@ class CLIPEncoder(nn.Module):
         layers = self.scope.push("layers", reuse=True)  # a ModuleList's place in the tree: encoder/layers/0/...
 
         def layer_call(i, h, r):
-            layer_class = _RematEncoderLayer if self.gradient_checkpointing else CLIPEncoderLayer
-            layer = layer_class(self.config, self.dtype, parent=layers.push(str(i), reuse=True))
-            return layer(h, bias, deterministic, r)
+            scope = layers.push(str(i), reuse=True)
+            if not self.gradient_checkpointing:
+                return CLIPEncoderLayer(self.config, self.dtype, parent=scope)(h, bias, deterministic, r)
+            if self.is_initializing() or not deterministic and self.config.attention_dropout > 0:
+                return _RematEncoderLayer(self.config, self.dtype, parent=scope)(h, bias, deterministic, r)
+            params = CLIPEncoderLayer(self.config, self.dtype, parent=scope).variables["params"]
+
+            def pure(p, h, bias, r):
+                return CLIPEncoderLayer(self.config, self.dtype).apply({"params": p}, h, bias, deterministic, r)
+            return _recomputed(pure)(params, h, bias, r)
         return run_layers(self.config.num_hidden_layers, layer_call, hidden_states, output_hidden_states,
                           output_attentions, rows)
 
