@@ -16,7 +16,7 @@ from torch import nn
 
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
-from clip_core.pretrained import PretrainedMixin
+from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,10 +45,10 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
 
     def __init__(self, config, seed: int | None = None):
         super().__init__()
-        self.config = self.check_config(config)
+        source, self.config = config, self.check_config(config)
         with torch.device("meta"):
             self._build()
-        self._record_attention()
+        self._config_switches(source)
         if torch.get_default_device().type == "meta":  # built under torch.device("meta"): shapes only, as in torch
             return
         if seed is None:
@@ -57,6 +57,31 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
 
     def _build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
+
+    def _config_switches(self, config) -> None:
+        """What the config asks of a new model, as in transformers: ``config._attn_implementation`` (a name, or a
+        dict per sub-config with ``""`` for the model itself) and each tower config's, and the legacy
+        ``config.gradient_checkpointing = True`` (consumed: removed from the config)."""
+        attention = getattr(config, "_attn_implementation", None)
+        towers = {key: getattr(getattr(config, key, None), "_attn_implementation", None)
+                  for key in ("text_config", "vision_config")}
+        self._record_attention()  # the default, sdpa (read the config's choice first: this writes it)
+        if isinstance(attention, dict):
+            self.set_attn_implementation({k: v for k, v in attention.items() if v is not None})
+        elif attention in self._ATTENTION:
+            self.set_attn_implementation(attention)
+        elif any(v in self._ATTENTION for v in towers.values()):
+            self.set_attn_implementation({k: v for k, v in towers.items() if v in self._ATTENTION})
+        if getattr(self.config, "gradient_checkpointing", False) is True:
+            self.gradient_checkpointing_enable()
+            try:
+                delattr(self.config, "gradient_checkpointing")
+            except AttributeError:
+                pass
 
     # ------------------------------------------------------------------ canonical state <-> parameters
     @staticmethod
@@ -217,23 +242,44 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
         explicit softmax formula), in every attention layer; a dict ``{"text_config": ..., "vision_config": ...}``
         sets the towers apart. Other implementations (``"flash_attention_2"``, ``"flex_attention"``) are a
         ``ValueError``: this model has the two."""
+        labels = {}  # the labels of tower configs without a tower (the classifier's text config)
         if isinstance(attn_implementation, dict):
+            composite = hasattr(self.config, "text_config") or hasattr(self.config, "vision_config")
             for key, value in attn_implementation.items():
                 tower = {"text_config": "text_model", "vision_config": "vision_model", "": None}.get(key, key)
+                if key == "" and composite:  # transformers: the model's own config only, not its towers'
+                    self._own_attention = self._check_attention(value)
+                    continue
+                if tower is not None and not hasattr(self, tower) and hasattr(self.config, key):
+                    labels[key] = self._check_attention(value)  # a tower config without its tower: its label
+                    continue
                 module = self if tower is None else getattr(self, tower, None)
                 if module is None:
                     raise ValueError(f"attn_implementation: {type(self).__name__} has no {key}")
                 _set_attention(module, self._check_attention(value))
         else:
             _set_attention(self, self._check_attention(attn_implementation))
+            self._own_attention = attn_implementation
+            labels = {key: attn_implementation for key in ("text_config", "vision_config")
+                      if hasattr(self.config, key)}
         self._record_attention()
+        for key, value in labels.items():
+            getattr(self.config, key)._attn_implementation = value
 
     def _record_attention(self) -> None:
-        """``config._attn_implementation`` (and each tower config's) says what the layers run, as in transformers."""
-        self.config._attn_implementation = self._attention_of(self)
+        """``config._attn_implementation`` (and each tower config's) says what the layers run, as in transformers;
+        a model with tower configs labels its own config with what was last asked of the whole model (default
+        ``"sdpa"``), as transformers does, whatever its towers run."""
+        composite = hasattr(self.config, "text_config") or hasattr(self.config, "vision_config")
+        self.config._attn_implementation = getattr(self, "_own_attention", "sdpa") if composite else \
+            self._attention_of(self)
         for key, tower in (("text_config", "text_model"), ("vision_config", "vision_model")):
             if hasattr(self.config, key) and hasattr(self, tower):
                 getattr(self.config, key)._attn_implementation = self._attention_of(getattr(self, tower))
+            elif hasattr(self.config, key):  # a tower config without its tower (the classifier's text config)
+                sub = getattr(self.config, key)
+                if getattr(sub, "_attn_implementation", None) not in self._ATTENTION:
+                    sub._attn_implementation = self.config._attn_implementation
 
     @classmethod
     def _check_attention(cls, name):
@@ -281,10 +327,14 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
             raise NotImplementedError(f"{type(self).__name__} has no token embeddings to resize")
         old, dim = table.weight.shape
         size = old if new_num_tokens is None else int(new_num_tokens)
+        if pad_to_multiple_of is not None and not isinstance(pad_to_multiple_of, int):
+            raise ValueError(f"Asking to pad the embedding matrix to a multiple of `{pad_to_multiple_of}`, which is "
+                             "not and integer. Please make sure to pass an integer")  # transformers' words
         if pad_to_multiple_of is not None:
             size = -(-size // int(pad_to_multiple_of)) * int(pad_to_multiple_of)
         if size <= 0:
             raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
+        self.vocab_size = size  # as transformers records it on the model
         if size == old:
             return table
         weight = table.weight.detach()

@@ -202,3 +202,86 @@ def test_construction_under_meta_device():
         theirs = transformers.CLIPModel(transformers.CLIPConfig(**CONFIG))
     assert ours.device.type == next(theirs.parameters()).device.type == "meta"
     assert ours.num_parameters() == theirs.num_parameters()
+
+
+def _labels(model):
+    config = model.config
+    return config._attn_implementation, {key: getattr(config, key)._attn_implementation
+                                         for key in ("text_config", "vision_config") if hasattr(config, key)}
+
+
+def _pair(name):
+    """A fresh (ours, transformers') config pair for the class ``name``."""
+    ours, theirs = CLIPConfig(**CONFIG), transformers.CLIPConfig(**CONFIG)
+    if name.startswith("CLIPTextModel"):
+        return ours.text_config, theirs.text_config
+    if name.startswith("CLIPVisionModel"):
+        return ours.vision_config, theirs.vision_config
+    return ours, theirs
+
+
+@pytest.mark.parametrize("name", ["CLIPModel", "CLIPTextModel", "CLIPVisionModel", "CLIPForImageClassification"])
+def test_attention_asked_by_the_config(name):
+    """``config._attn_implementation`` (a name, a dict per sub-config, or a tower config's) chooses the attention of
+    a new model, and ``{"": ...}`` labels a composite model's own config only: transformers' labels, and our layers
+    run what the labels say."""
+    ours_cls, theirs_cls = getattr(__import__("clip_pt"), name), getattr(transformers, name)
+    asks = ["eager", {"": "eager", "text_config": "eager", "vision_config": "sdpa"}, "tower"]
+    for ask in asks:
+        got = []
+        for cls, config in zip((ours_cls, theirs_cls), _pair(name)):
+            if ask == "tower":
+                if not hasattr(config, "text_config"):
+                    continue
+                config.text_config._attn_implementation = "eager"
+            elif isinstance(ask, dict) and not hasattr(config, "text_config"):
+                config._attn_implementation = {"": "eager"}
+            else:
+                config._attn_implementation = ask
+            model = cls(config)
+            got.append(_labels(model))
+            model.set_attn_implementation({"": "sdpa"})
+            got.append(_labels(model))
+            if cls is ours_cls:
+                for tower in ("text_model", "vision_model"):
+                    if hasattr(model, tower):
+                        want = model.config.get_text_config() if tower == "text_model" else \
+                            getattr(model.config, "vision_config", model.config)
+                        want = want._attn_implementation if hasattr(model.config, "text_config") else \
+                            model.config._attn_implementation
+                        assert {m.attn_implementation for m in getattr(model, tower).modules()
+                                if hasattr(m, "attn_implementation")} == {want}, (ask, tower)
+        assert not got or got[:2] == got[2:], (ask, got)
+    model = ours_cls(_pair(name)[0])
+    with pytest.raises(ValueError, match='Specified `attn_implementation="foo"` is not supported'):
+        model.set_attn_implementation("foo")
+
+
+@pytest.mark.parametrize("name", ["CLIPModel", "CLIPTextModel", "CLIPVisionModel"])
+def test_gradient_checkpointing_asked_by_the_config(name):
+    got = []
+    for cls, config in zip((getattr(__import__("clip_pt"), name), getattr(transformers, name)), _pair(name)):
+        config.gradient_checkpointing = True
+        model = cls(config)
+        got.append((model.is_gradient_checkpointing, hasattr(model.config, "gradient_checkpointing"),
+                    "gradient_checkpointing" in model.config.to_dict()))
+    assert got[0] == got[1] == (True, False, False)
+
+
+def test_resize_records_vocab_size_and_checks_the_multiple():
+    ours, theirs = (cls(config) for cls, config in zip((CLIPTextModel, transformers.CLIPTextModel),
+                                                       _pair("CLIPTextModel")))
+    for model in (ours, theirs):
+        model.resize_token_embeddings(61, pad_to_multiple_of=8)
+    assert ours.vocab_size == theirs.vocab_size == 64
+    for model in (ours, theirs):
+        with pytest.raises(ValueError, match="not and integer"):
+            model.resize_token_embeddings(50, pad_to_multiple_of=1.3)
+
+
+def test_config_class_is_a_class_attribute():
+    for name in ("CLIPModel", "CLIPTextModel", "CLIPTextModelWithProjection", "CLIPVisionModel",
+                 "CLIPVisionModelWithProjection", "CLIPForImageClassification"):
+        ours, theirs = getattr(__import__("clip_pt"), name), getattr(transformers, name)
+        assert ours.config_class.model_type == theirs.config_class.model_type, name
+        assert ours.config_class.__name__ == theirs.config_class.__name__, name
