@@ -12,9 +12,9 @@ is faster), each a median of same-round ratios (see :func:`bench.models.timeit`)
   ``tf.function``, Keras 2's ``AdamW`` (transformers' own optimizer stack).
 - Flax: :class:`clip_flax.training.Trainer` against transformers' ``FlaxCLIPModel`` with ``jax.jit`` over
   ``value_and_grad`` and ``optax.adamw``.
-- Gradient checkpointing (PyTorch): the step's time with ``gradient_checkpointing_enable()`` over without, and its
-  peak memory over without. Memory is measured in a fresh subprocess per mode: torch's CPU allocations are
-  invisible to ``tracemalloc``, so the figure is the peak resident set (``VmHWM``, reset through
+- Gradient checkpointing (PyTorch; TensorFlow alike, its step XLA-compiled): the step's time with
+  ``gradient_checkpointing_enable()`` over without, and its peak memory over without. Memory is measured in a
+  fresh subprocess per mode: torch's CPU allocations are invisible to ``tracemalloc``, so the figure is the peak resident set (``VmHWM``, reset through
   ``/proc/self/clear_refs`` after a warm-up step) above the resident set just before the measured step, with glibc
   told to return freed blocks at once (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``) so that the resident
   set follows live memory. The weights, the optimizer state and the previous step's gradients (freed at
@@ -131,7 +131,7 @@ def pt_rows(config, batch, repeats: int) -> list[dict]:
                     "checkpointed": lambda: checkpointed_trainer.train_step(batch)},
                    repeats=repeats, warmup=1, min_seconds=0)
     del plain, plain_trainer, checkpointed, checkpointed_trainer, ours, trainer
-    memory = {mode: _pt_step_memory(config, len(batch["input_ids"]), mode) for mode in (False, True)}
+    memory = {mode: _step_memory(config, len(batch["input_ids"]), mode) for mode in (False, True)}
     rows.append(dict(backend="pt", case="gradient checkpointing: time", against="without",
                      ours_s=times["checkpointed"], their_s=times["plain"],
                      ratio=times.ratio("checkpointed", "plain")))
@@ -144,14 +144,20 @@ _MEMORY_JOB = textwrap.dedent('''
     import json, sys
     sys.path.insert(0, {root!r})
     from bench.bench_train import _batch, _cfg, _config
-    from clip_pt import CLIPModel
-    from clip_pt.training import Trainer
-    quick, size, checkpointing = json.loads(sys.argv[1])
+    quick, size, checkpointing, backend = json.loads(sys.argv[1])
     config = _config(quick)
     batch = _batch(config, size)
-    trainer = Trainer(CLIPModel(config, seed=0), _cfg(grad_checkpointing=checkpointing))
-    trainer.train_step(batch)  # allocates the optimizer state
-    trainer.optimizer.zero_grad(set_to_none=True)
+    if backend == "pt":
+        from clip_pt import CLIPModel
+        from clip_pt.training import Trainer
+        trainer = Trainer(CLIPModel(config, seed=0), _cfg(grad_checkpointing=checkpointing))
+        trainer.train_step(batch)  # allocates the optimizer state
+        trainer.optimizer.zero_grad(set_to_none=True)
+    else:
+        from clip_tf import TFCLIPModel
+        from clip_tf.training import Trainer
+        trainer = Trainer(TFCLIPModel(config, seed=0), _cfg(grad_checkpointing=checkpointing))
+        trainer.train_step(batch)  # compiles, allocates the optimizer state
 
     def kib(field):
         with open("/proc/self/status") as f:
@@ -164,11 +170,12 @@ _MEMORY_JOB = textwrap.dedent('''
 ''')
 
 
-def _pt_step_memory(config, size: int, checkpointing: bool) -> float:
+def _step_memory(config, size: int, checkpointing: bool, backend: str = "pt") -> float:
     quick = config.text_config.num_hidden_layers != 12
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", TRICLIP_NO_PROGRESS="1")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", TRICLIP_NO_PROGRESS="1",
+               TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run([sys.executable, "-c", _MEMORY_JOB.format(root=str(ROOT)),
-                          json.dumps([quick, size, checkpointing])], capture_output=True, text=True, env=env,
+                          json.dumps([quick, size, checkpointing, backend])], capture_output=True, text=True, env=env,
                          check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -198,8 +205,21 @@ def tf_rows(config, batch, repeats: int) -> list[dict]:
 
     times = timeit({"ours": lambda: trainer.train_step(batch), "transformers": lambda: transformers_step(tensors)},
                    repeats=repeats, warmup=1, min_seconds=0)
-    return [dict(backend="tf", case="train step float32", against="transformers (tf.function)",
+    rows = [dict(backend="tf", case="train step float32", against="transformers (tf.function)",
                  ours_s=times["ours"], their_s=times["transformers"], ratio=times.ratio("transformers", "ours"))]
+    del theirs, optimizer, trainer, ours
+    plain_trainer = Trainer(TFCLIPModel(config, seed=0), _cfg())
+    checkpointed_trainer = Trainer(TFCLIPModel(config, seed=0), _cfg(grad_checkpointing=True))
+    times = timeit({"plain": lambda: plain_trainer.train_step(batch),
+                    "checkpointed": lambda: checkpointed_trainer.train_step(batch)},
+                   repeats=repeats, warmup=1, min_seconds=0)
+    del plain_trainer, checkpointed_trainer
+    memory = {mode: _step_memory(config, len(batch["input_ids"]), mode, "tf") for mode in (False, True)}
+    rows.append(dict(backend="tf", case="gradient checkpointing: time", against="without",
+                     ours_s=times["checkpointed"], their_s=times["plain"], ratio=times.ratio("checkpointed", "plain")))
+    rows.append(dict(backend="tf", case="gradient checkpointing: step peak MB", against="without",
+                     ours_mb=memory[True], their_mb=memory[False], ratio=memory[True] / memory[False]))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- Flax
@@ -289,7 +309,9 @@ def summary(rows: list[dict]) -> list[dict]:
                ("pt", "gradient checkpointing: time", "without"): ("pt checkpointing time", 1.4, "<="),
                ("flax", "gradient checkpointing: XLA temp MB", "without"): ("flax checkpointing temp memory", 0.6,
                                                                              "<="),
-               ("flax", "gradient checkpointing: time", "without"): ("flax checkpointing time", 1.4, "<=")}
+               ("flax", "gradient checkpointing: time", "without"): ("flax checkpointing time", 1.4, "<="),
+               ("tf", "gradient checkpointing: step peak MB", "without"): ("tf checkpointing peak memory", 0.6, "<="),
+               ("tf", "gradient checkpointing: time", "without"): ("tf checkpointing time", 1.4, "<=")}
     out = []
     for row in rows:
         key = (row["backend"], row["case"], row["against"])
