@@ -13,13 +13,14 @@ is faster), each a median of same-round ratios (see :func:`bench.models.timeit`)
 - Flax: :class:`clip_flax.training.Trainer` against transformers' ``FlaxCLIPModel`` with ``jax.jit`` over
   ``value_and_grad`` and ``optax.adamw``.
 - Gradient checkpointing (PyTorch; TensorFlow alike, its step XLA-compiled): the step's time with
-  ``gradient_checkpointing_enable()`` over without, and its peak memory over without. Memory is measured in a
-  fresh subprocess per mode: torch's CPU allocations are invisible to ``tracemalloc``, so the figure is the peak
-  resident set (``VmHWM``, reset through ``/proc/self/clear_refs`` after a warm-up step) above the resident set just before the measured step, with glibc
-  told to return freed blocks at once (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``) so that the resident
-  set follows live memory. The weights, the optimizer state and the previous step's gradients (freed at
-  ``zero_grad``) lie below that baseline: the figure is what the step itself adds (activations and gradients). Flax's
-  figure is XLA's own count of the compiled step's temporary buffers (``memory_analysis().temp_size_in_bytes``).
+  ``gradient_checkpointing_enable()`` over without, and its peak memory over without. Memory is measured in a fresh
+  subprocess per mode: torch's CPU allocations are invisible to ``tracemalloc``, so the figure is the peak resident
+  set (``VmHWM``, reset through ``/proc/self/clear_refs`` after a warm-up step) above the resident set just before the
+  measured step, with glibc told to return freed blocks at once (``MALLOC_MMAP_THRESHOLD_``,
+  ``MALLOC_TRIM_THRESHOLD_``) so that the resident set follows live memory. The weights, the optimizer state and the
+  previous step's gradients (freed at ``zero_grad``) lie below that baseline: the figure is what the step itself adds
+  (activations and gradients). Flax's figure is XLA's own count of the compiled step's temporary buffers
+  (``memory_analysis().temp_size_in_bytes``).
 
 ``--quick`` shrinks the towers (2 layers each, batch 8) for a fast smoke run; the targets are for ViT-B/32 shapes at
 batch 32 (``python -m bench.bench_train``). At the quick size the step's memory is mostly the gradients (the
