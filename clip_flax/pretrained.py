@@ -10,6 +10,7 @@ The model math, the modules and the public model classes that subclass :class:`F
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from clip_core.modeling_utils import (check_attention_mask, check_position_ids, 
                                       check_vision_inputs, first_bad_mask_value)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
-from clip_core.pretrained import PretrainedMixin
+from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
 from clip_core.weights import from_flax_tree, to_flax_tree
 
 
@@ -298,6 +299,24 @@ def _unbucket(out, rows, length, image_rows):
     return _unflatten_output(CLIPOutput, keys, [sliced[key] for key in keys])
 
 
+def _kept_dtype(x):
+    """The dtype a loaded weight keeps when none is asked for: float16 / bfloat16 as in the file, else float32."""
+    name = np.asarray(x).dtype.name if not hasattr(x, "dtype") else jnp.dtype(x.dtype).name
+    return jnp.dtype(name) if name in ("float16", "bfloat16") else jnp.float32
+
+
+def _warn_half(cls, params) -> None:
+    """transformers' warning when a checkpoint's weights load in half precision."""
+    from flax.traverse_util import flatten_dict
+    for half in ("float16", "bfloat16"):
+        names = [k for k, v in flatten_dict(params).items() if jnp.result_type(v).name == half]
+        if names:
+            logging.getLogger("clip_core.pretrained").warning(
+                f"Some of the weights of {cls.__name__} were initialized in {half} precision from the model "
+                f"checkpoint:\n{names}\nYou should probably UPCAST the model weights to float32 if this was not "
+                "intended. See `to_fp32` for further information on how to do this.")
+
+
 # ---------------------------------------------------------------------------------------------- the base class
 class FlaxCLIPPreTrainedModel(PretrainedMixin):
     """Base of the Flax CLIP models: ``config``, ``module``, ``params`` (kept outside the module, transformers'
@@ -318,7 +337,9 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         self.dtype = jnp.dtype(dtype)
         self._compiled = _CompiledApply.get(type(self), self.config, self.dtype)
         self.module = self._compiled.module
-        self._params = None
+        self.key = jax.random.PRNGKey(seed)
+        self.input_shape = self._input_shape(self.config) if input_shape is None else input_shape
+        self._params, self._is_initialized = None, bool(_do_init)
         if _do_init:
             self._params = self._tree(self.random_state(self.config, seed), param_dtype)
 
@@ -355,19 +376,44 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     def params(self):
         """The parameters: a nested dict, transformers' tree (``text_model/encoder/layers/0/self_attn/...``)."""
         if self._params is None:
-            raise ValueError("this model was made with _do_init=False: pass params= or set model.params")
+            raise ValueError("this model was made with _do_init=False: pass params= to each call (the model holds "
+                             "no parameters)")
         return self._params
 
     @params.setter
     def params(self, params):
+        if not self._is_initialized:  # transformers' rule: such a model never holds parameters
+            raise ValueError("`params` cannot be set on a model made with _do_init=False: keep the parameters "
+                             "outside and pass params= to each call")
         self._params = params
+
+    @property
+    def params_shape_tree(self) -> dict:
+        """The parameter tree's shapes and dtypes as ``jax.ShapeDtypeStruct`` leaves (transformers' attribute;
+        made from the config, nothing is allocated)."""
+        table = self.param_table(self.config)
+        shapes = {name: np.broadcast_to(np.zeros((), np.float32), spec.shape) for name, spec in table.items()}
+        return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                                      to_flax_tree(shapes, table))
+
+    @staticmethod
+    def _input_shape(config) -> tuple:
+        """transformers' default ``input_shape`` for the class's config: text ``(1, 1)``, vision ``(1, H, W, 3)``,
+        both a pair of them."""
+        text = (1, 1)
+        vision = getattr(config, "vision_config", config)
+        vision = (1, vision.image_size, vision.image_size, 3) if hasattr(vision, "image_size") else None
+        if hasattr(config, "text_config") and hasattr(config, "vision_config"):
+            return text, vision
+        return vision if vision is not None else text
 
     def _tree(self, state, param_dtype=jnp.float32):
         """The parameter tree of a canonical state, as JAX arrays of ``param_dtype`` in buffers of XLA's own
         (``copy=True``): in a long-lived process, jitted calls streamed the weights 2-4% slower from the buffers
         ``jnp.asarray`` made of the loaded numpy arrays (measured; transformers' parameters stream at full speed)."""
         tree = to_flax_tree(state, self.param_table(self.config))
-        return jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=param_dtype, copy=True), tree)
+        return jax.tree_util.tree_map(
+            lambda x: jnp.array(x, dtype=_kept_dtype(x) if param_dtype is None else param_dtype, copy=True), tree)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, dtype=None, **kwargs):
@@ -378,9 +424,11 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, dtype=dtype, **kwargs)
 
     @classmethod
-    def _from_state(cls, config, state, dtype=None, param_dtype=jnp.float32, _do_init: bool = True, **kwargs):
-        """A model holding ``state``: ``dtype`` is the computation dtype, ``param_dtype`` the parameters' (float32
-        by default, as in transformers). With ``_do_init=False`` returns ``(model, params)``, as transformers does."""
+    def _from_state(cls, config, state, dtype=None, param_dtype=None, _do_init: bool = True, **kwargs):
+        """A model holding ``state``: ``dtype`` is the computation dtype, ``param_dtype`` the parameters' (by
+        default each weight's dtype in the file, float16 and bfloat16 kept, as transformers' Flax loader does, with
+        its warning; others float32; bfloat16 when ``config.json`` records it, since the readers widen it). With
+        ``_do_init=False`` returns ``(model, params)``, as transformers does."""
         for key in ("from_pt", "from_tf", "from_flax"):  # transformers' spellings: every format loads anyway
             kwargs.pop(key, None)
         if kwargs:
@@ -390,11 +438,16 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
             dtype = kinds.pop() if len(kinds) == 1 else "float32"
         if isinstance(param_dtype, str) and param_dtype == "auto":
             param_dtype = jnp.float32 if dtype is None else dtype
+        as_in_file = param_dtype is None
+        if as_in_file and str(getattr(config, "dtype", None)).replace("torch.", "") == "bfloat16":
+            param_dtype = jnp.bfloat16  # the file held bfloat16 (the readers widen it to float32; config.json says)
         model = cls(config, dtype=jnp.float32 if dtype is None else dtype, _do_init=False)
         params = model._tree(state, param_dtype)
+        if as_in_file:
+            _warn_half(cls, params)
         if not _do_init:
             return model, params
-        model.params = params
+        model._params, model._is_initialized = params, True
         return model
 
     def export_state(self, params=None) -> dict[str, np.ndarray]:
@@ -444,6 +497,15 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     # ------------------------------------------------------------------ transformers' Flax model API
     main_input_name = "input_ids"
     base_model_prefix = "clip"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """CLIP does not generate text (transformers' answer too)."""
+        return False
 
     def init_weights(self, rng, input_shape=None, params=None):
         """A fresh parameter tree (transformers' initialisation, seeded from the PRNG key ``rng``;
