@@ -21,7 +21,7 @@ from clip_core.modeling_utils import (_is_integer_dtype, check_attention_mask, c
                                       check_pixel_values, check_text_inputs, check_vision_inputs,
                                       first_bad_mask_value)
 from clip_core.outputs import ModelOutput
-from clip_core.pretrained import PretrainedMixin
+from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
 
 try:  # whether a GradientTape records (no public API)
@@ -311,6 +311,34 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         """The config as a dict (Keras' ``get_config``, as transformers' TF models return it)."""
         return self.config.to_dict()
 
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        """A new random model from a config or the dict :meth:`get_config` returns (Keras' ``from_config``, as
+        transformers' TF models have it)."""
+        return cls(config, **kwargs)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """CLIP does not generate text (transformers' answer too)."""
+        return False
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every variable's value as numpy, in :attr:`params` order (Keras' ``get_weights``; the order is
+        triclip's, so it pairs with :meth:`set_weights` of a triclip model, not with a Keras model's list)."""
+        return [v.numpy() for v in self.params.values()]
+
+    def set_weights(self, weights) -> None:
+        """Assign a list of arrays, in the order :meth:`get_weights` gives (Keras' ``set_weights``)."""
+        weights = list(weights)
+        if len(weights) != len(self.params):
+            raise ValueError(f"set_weights: {type(self).__name__} has {len(self.params)} weights, got "
+                             f"{len(weights)}")
+        for (name, variable), value in zip(self.params.items(), weights):
+            if tuple(np.shape(value)) != tuple(variable.shape):
+                raise ValueError(f"set_weights: {name} has shape {tuple(variable.shape)}, got {np.shape(value)}")
+        for variable, value in zip(self.params.values(), weights):
+            variable.assign(tf.cast(value, variable.dtype))
+
     def summary(self, print_fn=print) -> None:
         """A Keras-style table: each tower and head with its parameter count, then the totals."""
         groups: dict[str, int] = {}
@@ -590,6 +618,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
         if cls.serving_inputs:  # a default signature for tf.saved_model.save(model, path), as in transformers
             signature = {name: tf.TensorSpec((None,) * (4 if name == "pixel_values" else 2), dtype, name=name)
                          for name, dtype in cls.serving_inputs.items()}

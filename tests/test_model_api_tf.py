@@ -72,3 +72,24 @@ def test_prepare_tf_dataset(pair):
     for key in a:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
     assert ours(a).logits_per_image.shape == (2, 2)
+
+
+def test_from_config_weights_and_generation(pair):
+    _, ours, theirs = pair
+    assert TFCLIPModel.can_generate() == theirs.can_generate() is False
+    assert TFCLIPModel.config_class.model_type == type(theirs).config_class.model_type
+    assert TFCLIPVisionModel.config_class.model_type == transformers.TFCLIPVisionModel.config_class.model_type
+    weights, their_weights = ours.get_weights(), theirs.get_weights()
+    assert len(weights) == len(their_weights)
+    assert sum(w.size for w in weights) == sum(w.size for w in their_weights)
+    for source in (ours.get_config(), ours.config):
+        fresh = TFCLIPModel.from_config(source)
+        type(theirs).from_config(source if isinstance(source, dict) else theirs.config)  # transformers takes both
+        fresh.set_weights(weights)
+        a = fresh(input_ids=IDS, pixel_values=PIXELS, attention_mask=MASK).logits_per_image
+        b = theirs(input_ids=IDS, pixel_values=PIXELS, attention_mask=MASK).logits_per_image
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    with pytest.raises(ValueError, match="set_weights"):
+        fresh.set_weights(weights[:-1])
+    with pytest.raises(ValueError, match="shape"):
+        fresh.set_weights([w.T if w.ndim == 2 and w.shape[0] != w.shape[1] else w for w in weights])
