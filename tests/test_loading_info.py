@@ -307,9 +307,12 @@ def _their_flax_report(load) -> dict:
     their_logger = transformers.utils.logging.get_logger("transformers.modeling_flax_utils")
     handler = _Records()
     their_logger.addHandler(handler)
+    verbosity = transformers.utils.logging.get_verbosity()  # another test (or import) may have quietened it
+    transformers.utils.logging.set_verbosity_warning()
     try:
         load()
     finally:
+        transformers.utils.logging.set_verbosity(verbosity)
         their_logger.removeHandler(handler)
     text = "\n".join(handler.messages)
     found = {}
