@@ -82,8 +82,8 @@ def _model(backend: str, contender: str, ckpt: Path):
 
 
 def _child(backend: str, contender: str, ckpt: str) -> dict:
-    """In a fresh interpreter: seconds of ``from_pretrained``, of the first call, of the first call at a new batch size and of the first
-    call at a new text length (inputs prepared before the clock starts)."""
+    """In a fresh interpreter: seconds of ``from_pretrained``, of the first call, of the first call at a new batch
+    size and of the first call at a new text length (inputs prepared before the clock starts)."""
     inputs = {name: _inputs(*shape) for name, shape in SHAPES.items()}
     start = time.perf_counter()
     call, _ = _model(backend, contender, Path(ckpt))
@@ -133,7 +133,8 @@ def _first_calls(backend: str, ckpt: Path, rounds: int) -> dict:
             runs[contender].append(_fresh(backend, contender, ckpt))
     out = {}
     for contender, results in runs.items():
-        out[contender] = {key: statistics.median(r[key] for r in results) for key in results[0] if key != "text_lengths"}
+        out[contender] = {key: statistics.median(r[key] for r in results)
+                          for key in results[0] if key != "text_lengths"}
         out[contender]["text_lengths"] = results[0]["text_lengths"]
     return out
 
@@ -170,7 +171,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="steady-state repeats")
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per contender (medians)")
     args = parser.parse_args(argv)
+    before = os.getloadavg()[0]
     rows = run([b for b in args.backends.split(",") if b], args.repeats, args.rounds)
+    print(f"load average {before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {os.cpu_count()} CPUs")
     keys = list(rows[0])
     print("  ".join(keys))
     for row in rows:
