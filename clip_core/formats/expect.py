@@ -16,7 +16,7 @@ without a config: bounded by the file's size (:func:`clip_core.formats.pytorch.m
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from clip_core.formats import flax_msgpack, keras_h5
 from clip_core.formats._common import CorruptCheckpointError, mapped_shape
@@ -33,10 +33,10 @@ class Expectation:
     One expectation serves one load (every shard of it): the byte count is cumulative over the files.
     """
 
-    def __init__(self, names: Iterable[str], largest: tuple[str, int], values: int, slack: int,
-                 described: str, foreign: tuple[str, ...] = (), shapes: dict | None = None) -> None:
-        self.names = frozenset(names)
-        self.shapes = dict(shapes or {})  # canonical name -> the shape the model has
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], largest: tuple[str, int], values: int, slack: int,
+                 described: str, foreign: tuple[str, ...] = ()) -> None:
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}  # canonical name -> the model's shape
+        self.names = frozenset(self.shapes)
         self.foreign = foreign  # name prefixes of the parts a tower config cannot size (the other tower)
         self.largest_name, self.largest = largest
         self.values, self.slack = values, slack
@@ -50,8 +50,7 @@ class Expectation:
         ``ignore_mismatched_sizes``)."""
         if name not in self.names:
             return False
-        expected = self.shapes.get(name)
-        return shape is None or expected is None or tuple(int(d) for d in shape) == tuple(expected)
+        return shape is None or tuple(int(d) for d in shape) == self.shapes[name]
 
     def check_tensor(self, path, name: str, shape, canonical: str | None = None) -> None:
         """Refuse a tensor holding more values than the largest parameter the config implies (``canonical``: its
@@ -111,9 +110,12 @@ def expectation_for(config, arch: str | None = None) -> Expectation | None:
         specs = {}
         for name in family:
             specs.update(param_table(config, name))
-        names = set(specs) if arch is None else set(param_table(config, arch))
+        names = specs if arch is None else param_table(config, arch)  # a subset of the family's
     except (ValueError, TypeError):  # the config does not describe arch: the load itself says so
         return None
+    # the family's shapes: a tower-with-projection table built from a full config guesses its projection size,
+    # which the loader takes from the checkpoint afterwards; the full model's table has the stored one
+    shapes = {name: specs[name].shape for name in names}
     largest = max(specs.values(), key=lambda spec: math.prod(spec.shape))
     values = sum(math.prod(spec.shape) for spec in specs.values())
     positions = 0
@@ -126,9 +128,8 @@ def expectation_for(config, arch: str | None = None) -> Expectation | None:
     described = f"the config ({type(config).__name__})"
     foreign = {CLIPTextConfig: ("vision_model.", "visual_projection."),
                CLIPVisionConfig: ("text_model.", "text_projection.", "logit_scale")}.get(type(config), ())
-    return Expectation(names, (largest.name, math.prod(largest.shape)), values,
-                       SLACK_BYTES + BYTES_PER_VALUE * positions, described, foreign,
-                       {name: tuple(spec.shape) for name, spec in specs.items() if name in names})
+    return Expectation(shapes, (largest.name, math.prod(largest.shape)), values,
+                       SLACK_BYTES + BYTES_PER_VALUE * positions, described, foreign)
 
 
 def framework_of(names: Iterable[str]) -> str | None:

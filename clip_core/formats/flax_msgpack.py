@@ -46,9 +46,9 @@ def canonical_from_flax(path: tuple[str, ...], value: np.ndarray) -> tuple[str, 
     return ".".join(parts), (from_framework_layout(value, kind, "flax") if kind else value)
 
 
-def _flax_ndarray(data: bytes, check=None) -> np.ndarray:
-    """An array from flax's ExtType 1 payload (msgpack of ``(shape, dtype name, bytes)``): the shape is read and
-    ``check(shape)`` run before anything of the array's size is made; the data is viewed in ``data``, not copied."""
+def _flax_ndarray(data: bytes) -> np.ndarray:
+    """An array from flax's ExtType 1 payload (msgpack of ``(shape, dtype name, bytes)``): the shape is read before
+    anything of the array's size is made; the data is viewed in ``data``, not copied."""
     import msgpack
 
     unpacker = msgpack.Unpacker(io.BytesIO(data), raw=True, read_size=256, max_array_len=64, max_str_len=64,
@@ -58,8 +58,6 @@ def _flax_ndarray(data: bytes, check=None) -> np.ndarray:
     shape, dtype_name = unpacker.unpack(), unpacker.unpack()
     if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ValueError(f"malformed array shape {reprlib.repr(shape)}")
-    if check is not None:
-        check(shape)
     start = unpacker.tell()
     code = data[start] if start < len(data) else None
     if code in (0xC4, 0xC5, 0xC6):  # bin 8 / 16 / 32: a view of its bytes
@@ -85,28 +83,26 @@ def _flax_ndarray(data: bytes, check=None) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def _flax_ext_hook(code: int, data: bytes, check=None):
+def _flax_ext_hook(code: int, data: bytes):
     import msgpack
 
     if code == 1:  # ndarray
-        return _flax_ndarray(data, check)
+        return _flax_ndarray(data)
     if code == 2:  # native complex
         real, imag = msgpack.unpackb(data)
         return complex(real, imag)
     if code == 3:  # numpy scalar
-        return _flax_ndarray(data, check)[()]
+        return _flax_ndarray(data)[()]
     return msgpack.ExtType(code, data)
 
 
-def _unchunk(node, check=None):
+def _unchunk(node):
     if isinstance(node, dict):
         if node.get("__msgpack_chunked_array__") is True:
             shape = tuple(node["shape"][str(i)] for i in range(len(node["shape"])))
-            if check is not None:  # before the chunks are joined into one array
-                check(shape)
             chunks = [np.asarray(node["chunks"][str(i)]) for i in range(len(node["chunks"]))]
             return np.concatenate(chunks).reshape(shape)
-        return {key: _unchunk(value, check) for key, value in node.items()}
+        return {key: _unchunk(value) for key, value in node.items()}
     return node
 
 
@@ -119,12 +115,12 @@ class TreeTooLargeError(ValueError):
 MAX_TREE_ITEMS = 1_000_000
 
 
-def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS, check=None) -> dict:
+def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS) -> dict:
     """Decode flax's msgpack serialization (``flax.serialization.msgpack_restore``) without flax or jax.
 
     Arrays come back as numpy (bfloat16 widened to float32); chunked arrays are reassembled. More than
-    ``max_items`` map entries and array items in all raise ``ValueError`` as they are met. ``check(shape)``, when
-    given, sees every array's shape before the array is made (and a chunked one's before its chunks are joined).
+    ``max_items`` map entries and array items in all raise ``ValueError`` as they are met. An array's shape is
+    checked against its payload's size before the array is made.
     """
     import msgpack
 
@@ -146,14 +142,14 @@ def flax_msgpack_loads(buffer, max_items: int = MAX_TREE_ITEMS, check=None) -> d
 
     limit = min(len(buffer), max_items)
     try:
-        tree = msgpack.unpackb(buffer, ext_hook=lambda code, data: _flax_ext_hook(code, data, check), raw=False,
+        tree = msgpack.unpackb(buffer, ext_hook=_flax_ext_hook, raw=False,
                                strict_map_key=False,
                                object_pairs_hook=pairs, list_hook=array, max_map_len=limit, max_array_len=limit)
     except ValueError as err:
         if "exceeds max_" in str(err):
             raise TreeTooLargeError(f"a map or array of the tree is longer than {limit:,} items ({err})") from None
         raise
-    return _unchunk(tree, check)
+    return _unchunk(tree)
 
 
 def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.ndarray]:
@@ -162,8 +158,9 @@ def read_flax_msgpack(path: str | os.PathLike, *, expect=None) -> dict[str, np.n
     A ``{"params": ...}`` wrapper is removed; ``kernel``/``scale``/``embedding`` leaves become ``weight`` with the
     PyTorch layout. ``expect`` (:mod:`clip_core.formats.expect`): every array (a view of the file's bytes while it
     is decoded) is checked against it by name and shape, and the bytes of the arrays kept before they are copied;
-    arrays the model lacks, or holds at another shape, are dropped (:class:`~clip_core.formats._common.UnreadTensor`). msgpack decodes the
-    whole file, so the arrays' raw bytes are in memory once (bounded by the file's size) whatever ``expect`` says.
+    arrays the model lacks, or holds at another shape, are dropped (:class:`~clip_core.formats._common.UnreadTensor`).
+    msgpack decodes the whole file, so the arrays' raw bytes are in memory once (bounded by the file's size) whatever
+    ``expect`` says.
     """
     path = Path(path)
     state: dict[str, np.ndarray] = {}
