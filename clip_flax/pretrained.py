@@ -195,20 +195,26 @@ def _concrete(inputs: dict, params) -> bool:
 _TEXT_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
+def _text_length(inputs: dict) -> int | None:
+    """The text length of a call's inputs (every text input has it), or ``None`` without text."""
+    return next((np.shape(inputs[name])[1] for name in _TEXT_INPUTS
+                 if inputs.get(name) is not None and np.ndim(inputs[name]) == 2), None)
+
+
 def _shape_key(method, flags, params, inputs: dict):
     """``(key, text length)`` of a call: ``key`` holds everything XLA compiles for except the text length (the
     method, the flags, the parameters' dtypes, every input's shape and dtype with the text length left out)."""
-    length, shapes = None, []
+    shapes = []
     for name in sorted(inputs):
         value = inputs[name]
         if value is None:
             continue
         shape = tuple(np.shape(value))
         if name in _TEXT_INPUTS and len(shape) == 2:
-            length, shape = shape[1], (shape[0], None)
+            shape = (shape[0], None)
         shapes.append((name, shape, str(value.dtype)))
     dtypes = tuple(str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(params))
-    return (method, flags, dtypes, tuple(shapes)), length
+    return (method, flags, dtypes, tuple(shapes)), _text_length(inputs)
 
 
 def _bucket(inputs: dict, text_config, length: int | None = None):
@@ -617,7 +623,7 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
             inputs = padded
         out = self._compiled.function(params, inputs, dropout_rng, method=method, flags=flags)
         if bucketed:
-            self._compiled.mark_ready(*_shape_key(method, flags, params, inputs))
+            self._compiled.mark_ready(key, _text_length(inputs))  # padding changed the text length only
             if later is not None:
                 self._compiled.compile_later(key, length, (params, later, dropout_rng),
                                              {"method": method, "flags": flags})
