@@ -124,21 +124,22 @@ def pt_rows(config, batch, repeats: int) -> list[dict]:
             dict(backend="pt", case="train step float32", against="open_clip", note=openclip_note)]
     del theirs, optimizer
     # gradient checkpointing: time in this process (alternating), memory in fresh subprocesses
-    plain = CLIPModel(config, seed=0)
-    plain_trainer = Trainer(plain, _cfg())
-    checkpointed = CLIPModel(config, seed=0)
-    checkpointed_trainer = Trainer(checkpointed, _cfg(grad_checkpointing=True))
-    times = timeit({"plain": lambda: plain_trainer.train_step(batch),
-                    "checkpointed": lambda: checkpointed_trainer.train_step(batch)},
-                   repeats=repeats, warmup=1, min_seconds=0)
-    del plain, plain_trainer, checkpointed, checkpointed_trainer, ours, trainer
+    del ours, trainer
+    rows.append(_checkpointing_time("pt", CLIPModel, Trainer, config, batch, repeats))
     memory = {mode: _step_memory(config, len(batch["input_ids"]), mode) for mode in (False, True)}
-    rows.append(dict(backend="pt", case="gradient checkpointing: time", against="without",
-                     ours_s=times["checkpointed"], their_s=times["plain"],
-                     ratio=times.ratio("checkpointed", "plain")))
     rows.append(dict(backend="pt", case="gradient checkpointing: step peak MB", against="without",
                      ours_mb=memory[True], their_mb=memory[False], ratio=memory[True] / memory[False]))
     return rows
+
+
+def _checkpointing_time(backend: str, model_class, trainer_class, config, batch, repeats: int) -> dict:
+    """The row of a checkpointed training step's time over the plain one's (same model, same batch, alternated)."""
+    plain = trainer_class(model_class(config, seed=0), _cfg())
+    checkpointed = trainer_class(model_class(config, seed=0), _cfg(grad_checkpointing=True))
+    times = timeit({"plain": lambda: plain.train_step(batch), "checkpointed": lambda: checkpointed.train_step(batch)},
+                   repeats=repeats, warmup=1, min_seconds=0)
+    return dict(backend=backend, case="gradient checkpointing: time", against="without",
+                ours_s=times["checkpointed"], their_s=times["plain"], ratio=times.ratio("checkpointed", "plain"))
 
 
 _MEMORY_JOB = textwrap.dedent('''
@@ -209,15 +210,8 @@ def tf_rows(config, batch, repeats: int) -> list[dict]:
     rows = [dict(backend="tf", case="train step float32", against="transformers (tf.function)",
                  ours_s=times["ours"], their_s=times["transformers"], ratio=times.ratio("transformers", "ours"))]
     del theirs, optimizer, trainer, ours
-    plain_trainer = Trainer(TFCLIPModel(config, seed=0), _cfg())
-    checkpointed_trainer = Trainer(TFCLIPModel(config, seed=0), _cfg(grad_checkpointing=True))
-    times = timeit({"plain": lambda: plain_trainer.train_step(batch),
-                    "checkpointed": lambda: checkpointed_trainer.train_step(batch)},
-                   repeats=repeats, warmup=1, min_seconds=0)
-    del plain_trainer, checkpointed_trainer
+    rows.append(_checkpointing_time("tf", TFCLIPModel, Trainer, config, batch, repeats))
     memory = {mode: _step_memory(config, len(batch["input_ids"]), mode, "tf") for mode in (False, True)}
-    rows.append(dict(backend="tf", case="gradient checkpointing: time", against="without",
-                     ours_s=times["checkpointed"], their_s=times["plain"], ratio=times.ratio("checkpointed", "plain")))
     rows.append(dict(backend="tf", case="gradient checkpointing: step peak MB", against="without",
                      ours_mb=memory[True], their_mb=memory[False], ratio=memory[True] / memory[False]))
     return rows
@@ -260,15 +254,7 @@ def flax_rows(config, batch, repeats: int) -> list[dict]:
     rows = [dict(backend="flax", case="train step float32", against="transformers (jit + optax)",
                  ours_s=times["ours"], their_s=times["transformers"], ratio=times.ratio("transformers", "ours"))]
     # gradient checkpointing: the step's time (alternating) and XLA's temporary memory of the compiled gradient
-    plain_trainer = Trainer(FlaxCLIPModel(config, seed=0), _cfg())
-    checkpointed_trainer = Trainer(FlaxCLIPModel(config, seed=0), _cfg(grad_checkpointing=True))
-    times = timeit({"plain": lambda: plain_trainer.train_step(batch),
-                    "checkpointed": lambda: checkpointed_trainer.train_step(batch)},
-                   repeats=repeats, warmup=1, min_seconds=0)
-    rows.append(dict(backend="flax", case="gradient checkpointing: time", against="without",
-                     ours_s=times["checkpointed"], their_s=times["plain"],
-                     ratio=times.ratio("checkpointed", "plain")))
-    del plain_trainer, checkpointed_trainer
+    rows.append(_checkpointing_time("flax", FlaxCLIPModel, Trainer, config, batch, repeats))
     temp = {}
     for mode in (False, True):
         model = FlaxCLIPModel(config, seed=0)
