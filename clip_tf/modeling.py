@@ -241,6 +241,11 @@ class CLIPTextEmbeddings(_TrainableModule):
         super().__init__(name="embeddings")
         self.params = _scope(params, prefix)
 
+    @property
+    def weight(self) -> tf.Variable:
+        """The token table ``[vocab_size, hidden_size]`` (transformers' ``TFCLIPTextEmbeddings.weight``)."""
+        return self.params["token_embedding.weight"]
+
     def __call__(self, input_ids, position_ids=None):
         tokens = tf.gather(self.params["token_embedding.weight"], input_ids)
         table = self.params["position_embedding.weight"]
@@ -446,6 +451,11 @@ class TFCLIPModel(TFCLIPPreTrainedModel):
         return CLIPOutput(loss=loss, logits_per_image=logits_per_image, logits_per_text=logits_per_text,
                           text_embeds=text_embeds, image_embeds=image_embeds, text_model_output=text_outputs,
                           vision_model_output=vision_outputs)
+
+    def serving_output(self, output):
+        """``output`` unchanged, as transformers' ``TFCLIPModel.serving_output`` returns it (its nested tower outputs
+        keep their tuples)."""
+        return output
 
 
 class TFCLIPForImageClassification(TFCLIPPreTrainedModel):

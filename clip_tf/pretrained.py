@@ -4,6 +4,10 @@ dispatch of calls: inputs bound, converted and checked eagerly, then run eagerly
 per method, flags and input specs, cached per model (``jit_compile``: compiled in a background thread once a shape
 repeats, by default).
 
+The base class also carries transformers' TF model API (Keras' and ``TFPreTrainedModel``'s methods: weights,
+embeddings, serving, datasets): the file is over 700 lines because that API lives on the one base class, as in
+transformers, and the backends' mirrored layout (the same files in each) leaves it no TensorFlow-only file.
+
 The model math, the modules and the public model classes that subclass :class:`TFCLIPPreTrainedModel`, is in
 :mod:`clip_tf.modeling`.
 """
@@ -107,13 +111,15 @@ class _Compiled:
 
 class _CompiledCache:
     """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track
-    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile`, whose own variables are not the model's).
+    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile` and the layer of ``get_input_embeddings``, whose
+    own variables are not the model's, or are the model's seen again).
     ``seen`` counts the eager calls of every key under ``jit_compile="auto"``."""
 
     def __init__(self):
         self.functions: dict = {}
         self.seen: dict = {}
         self.keras = None
+        self.embeddings = None  # the Keras view get_input_embeddings returns
 
     def clear(self) -> None:
         """Forget every compiled function (after a change that alters what they would compute)."""
@@ -187,6 +193,46 @@ class _TrainableModule(tf.Module):
         return tuple(v for v in self.variables if id(v) not in keep)
 
 
+class _NoInputEmbeddings(NotImplementedError, AttributeError):
+    """A model without one token table or patch embedding: the ``NotImplementedError`` transformers' PyTorch models
+    raise, and the ``AttributeError`` its ``TFCLIPModel`` raises."""
+
+
+_EMBEDDING_LAYERS: dict = {}
+
+
+def _keras_embeddings(module):
+    """A tower's embeddings module as a Keras 2 layer (``tf_keras``, what transformers' TF models are made of): its
+    weights are the module's variables, calling it runs the module. The module itself without ``tf_keras``."""
+    try:
+        import tf_keras
+    except ImportError:
+        return module
+    text = hasattr(module, "weight")
+    if text not in _EMBEDDING_LAYERS:
+        class Embeddings(tf_keras.layers.Layer):
+            """A triclip tower's embeddings as a Keras 2 layer: the model's variables, the model's computation."""
+
+            def __init__(self, module):
+                super().__init__(name="embeddings", dtype=next(iter(module.params.values())).dtype.name)
+                self.module, self.built = module, True  # tracked: the layer's weights are the module's
+
+            if text:
+                weight = property(lambda self: self.module.weight, doc="The token table (a model variable).")
+
+                def call(self, input_ids=None, position_ids=None):
+                    """Token plus position embeddings ``[batch, seq, hidden]``."""
+                    return self.module(input_ids, position_ids)
+            else:
+                def call(self, pixel_values, interpolate_pos_encoding=False):
+                    """Class token and patch embeddings plus positions (resized for another image size)."""
+                    return self.module(pixel_values)
+
+        Embeddings.__name__ = Embeddings.__qualname__ = "TFCLIPTextEmbeddings" if text else "TFCLIPVisionEmbeddings"
+        _EMBEDDING_LAYERS[text] = Embeddings
+    return _EMBEDDING_LAYERS[text](module)
+
+
 # ---------------------------------------------------------------------------------------------- the base class
 class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
@@ -226,16 +272,25 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         raise NotImplementedError
 
     @property
+    def input_signature(self) -> dict[str, tf.TensorSpec]:
+        """The tensor inputs of :meth:`call` as ``tf.TensorSpec`` by name, as transformers' TF models give them: ids
+        and mask ``int32`` ``(None, None)``, ``pixel_values`` ``float32`` ``(None, channels, image_size,
+        image_size)``."""
+        vision = self.vision_config
+        return {name: tf.TensorSpec((None, vision.num_channels, vision.image_size, vision.image_size)
+                                    if name == "pixel_values" else (None, None), dtype, name=name)
+                for name, dtype in self.serving_inputs.items()}
+
+    @property
     def dummy_inputs(self) -> dict[str, tf.Tensor]:
-        """A smallest valid input of every tensor argument of the serving signature: two tokens, one image."""
+        """A smallest valid input for every tensor in :attr:`input_signature`, as transformers makes it: ones, a
+        batch of one, unknown sizes 2 (two tokens; id 1, or 0 for a vocabulary of one)."""
         out = {}
-        for name, dtype in self.serving_inputs.items():
-            if name == "pixel_values":
-                size, channels = self.vision_config.image_size, self.vision_config.num_channels
-                out[name] = tf.zeros((1, channels, size, size), dtype)
-            else:
-                ids = [0, min(1, self.text_config.vocab_size - 1)]
-                out[name] = tf.constant([ids], dtype) if name == "input_ids" else tf.ones((1, 2), dtype)
+        for name, spec in self.input_signature.items():
+            shape = [1] + [2 if d is None else d for d in spec.shape[1:]]
+            out[name] = tf.ones(shape, spec.dtype)
+            if name == "input_ids" and self.text_config.vocab_size < 2:
+                out[name] = tf.zeros(shape, spec.dtype)
         return out
 
     def _warm_up(self) -> None:
@@ -295,6 +350,79 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         """The variables' dtype."""
         return next(iter(self.params.values())).dtype
 
+    def _embeddings(self):
+        """The tower embeddings of a text or vision model; :class:`_NoInputEmbeddings` for the others."""
+        if self.arch in ("text", "text_projection", "vision", "vision_projection"):
+            return (self.vision_model if self.text_config is None else self.text_model).embeddings
+        raise _NoInputEmbeddings(f"get_input_embeddings: {type(self).__name__} has two inputs (or none); use "
+                                 "model.text_model.embeddings or model.vision_model.embeddings")
+
+    def get_input_embeddings(self):
+        """The tower's embeddings (text and vision models), as transformers' TF models return them: a Keras 2 layer
+        (``tf_keras``, the module itself where it is not installed) holding the model's variables, with ``weight``
+        the token table (text models); calling it embeds ``input_ids`` or ``pixel_values``. ``TFCLIPModel`` and
+        ``TFCLIPForImageClassification`` have none (``NotImplementedError``, also an ``AttributeError``)."""
+        module = self._embeddings()
+        if self._compiled.embeddings is None:
+            self._compiled.embeddings = _keras_embeddings(module)
+        return self._compiled.embeddings
+
+    def set_input_embeddings(self, value) -> None:
+        """Replace the text tower's token table with ``value``, a ``[vocab_size, hidden_size]`` ``tf.Variable``
+        (used as is when of the model's dtype), tensor or array, or a layer with such a ``weight``;
+        ``config.vocab_size`` follows. Vision models: ``NotImplementedError`` (an ``AttributeError`` too, as in
+        transformers: their patch embedding is a convolution)."""
+        self._embeddings()  # the same errors
+        if self.text_config is None:
+            raise _NoInputEmbeddings(f"set_input_embeddings: {type(self).__name__} has no token table; its patch "
+                                     "kernel is model.params['vision_model.embeddings.patch_embedding.weight']")
+        name = "text_model.embeddings.token_embedding.weight"
+        old = self.params[name]
+        if not isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)) and hasattr(value, "weight"):
+            value = value.weight
+        shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+        if len(shape) != 2 or shape[0] in (0, None) or shape[1] != old.shape[1]:
+            raise ValueError(f"set_input_embeddings needs a table of shape (vocab_size, {old.shape[1]}), got shape "
+                             f"{shape}")
+        if not (isinstance(value, tf.Variable) and value.dtype == old.dtype):
+            value = tf.Variable(tf.cast(value, old.dtype), name=old.name.split(":")[0], trainable=old.trainable)
+        self.text_config.vocab_size = int(shape[0])
+        self._replace_variable(name, value)
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None):
+        """Resize the text tower's token table to ``new_num_tokens`` rows, as transformers' TF models do: the old
+        rows kept, new rows drawn from a normal of std ``config.initializer_range`` truncated at two std
+        (TensorFlow's global generator: ``tf.random.set_seed`` controls it), ``config.vocab_size`` follows; returns
+        :meth:`get_input_embeddings`, or the table itself when the size is ``None`` or unchanged."""
+        self._embeddings()
+        if self.text_config is None:
+            raise _NoInputEmbeddings(f"{type(self).__name__} has no token embeddings to resize")
+        old = self.params["text_model.embeddings.token_embedding.weight"]
+        if new_num_tokens is None or int(new_num_tokens) == old.shape[0]:
+            return old
+        size, (rows, dim) = int(new_num_tokens), old.shape
+        if size <= 0:
+            raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
+        table = old[:size]
+        if size > rows:
+            new = tf.random.truncated_normal((size - rows, dim), stddev=self.text_config.initializer_range)
+            table = tf.concat([table, tf.cast(new, old.dtype)], axis=0)
+        self.set_input_embeddings(tf.Variable(table, name=old.name.split(":")[0], trainable=old.trainable))
+        return self.get_input_embeddings()
+
+    def _replace_variable(self, name: str, variable: tf.Variable) -> None:
+        """``variable`` in place of parameter ``name`` wherever the model and its modules hold it; the parameter
+        table follows the config, and the compiled functions (traced with the old variable) are dropped."""
+        old = self.params[name]
+        for params in [self.params] + [m.params for m in self.submodules if isinstance(getattr(m, "params", None),
+                                                                                       dict)]:
+            for key in [k for k, v in params.items() if v is old]:
+                params[key] = variable
+        self.table = self.param_table(self.config)
+        self._compiled.clear()
+        serving = inspect.getattr_static(type(self), "serving", None)  # its traces for this model hold the old one
+        getattr(serving, "_descriptor_cache", {}).pop(self, None)
+
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of parameters (optionally only trainable ones, or without the embedding tables)."""
         trainable = {id(v) for v in self.trainable_variables}
@@ -321,6 +449,32 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     def can_generate(cls) -> bool:
         """CLIP does not generate text (transformers' answer too)."""
         return False
+
+    def get_output_embeddings(self) -> None:
+        """``None``: CLIP has no language-model head (transformers' answer, as for :meth:`get_lm_head` and
+        :meth:`get_bias`)."""
+        return None
+
+    def get_lm_head(self) -> None:
+        """``None``: no language-model head."""
+        return None
+
+    def get_bias(self) -> None:
+        """``None``: no language-model head bias."""
+        return None
+
+    def build_in_name_scope(self) -> None:
+        """Nothing to do: the variables exist from construction (transformers' TF models build here)."""
+
+    def _get_word_embedding_weight(self, embedding_layer):
+        """transformers' helper (its tests call it): a tensor as is, else the layer's ``weight`` (or ``decoder``),
+        else ``None``."""
+        if isinstance(embedding_layer, (tf.Tensor, tf.Variable)):
+            return embedding_layer
+        for attribute in ("weight", "decoder"):
+            if getattr(embedding_layer, attribute, None) is not None:
+                return getattr(embedding_layer, attribute)
+        return None
 
     def get_weights(self) -> list[np.ndarray]:
         """Every variable's value as numpy, in :attr:`params` order (Keras' ``get_weights``; the order is
@@ -610,6 +764,24 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     def __call__(self, *args, **kwargs):
         """Run :meth:`call` (see there) with checked inputs, eagerly or XLA-compiled as :attr:`jit_compile` says."""
         return self._dispatch(self.call, args, kwargs)
+
+    def serving_output(self, output):
+        """``output`` as transformers' TF models prepare it for a SavedModel: ``hidden_states`` / ``attentions``
+        dropped unless the config asks for them, tuples stacked into one tensor where their shapes allow (a new
+        output; anything but a model output is returned as is)."""
+        if not isinstance(output, ModelOutput):
+            return output
+        output = type(output)(**output)
+        for key in list(output):
+            flag = next((f"output_{k}" for k in ("hidden_states", "attentions") if key.endswith(k)), None)
+            if flag is not None and not getattr(self.config, flag, False):
+                output[key] = None
+            elif isinstance(output[key], (tuple, list)):
+                try:
+                    output[key] = tf.convert_to_tensor(output[key])
+                except (ValueError, tf.errors.InvalidArgumentError):
+                    pass  # layers of different shapes stay a tuple
+        return output
 
     def serving(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """The SavedModel serving function: the model's top-level output tensors for a dict of inputs."""
