@@ -211,6 +211,8 @@ def test_batches_match_transformers_slow(tok, hf_slow, sample, name):
         batch = sample[start : start + 100]
         want, got = hf_slow(batch, **kwargs), tok(batch, **kwargs)
         assert set(got) == set(want)
+        if "length" in want and tok.is_fast:  # transformers' fast class counts the padded rows (test_tokenizer_api)
+            want["length"] = [len(row) for row in want["input_ids"]]
         for key in want:
             assert got[key] == want[key], f"{key} differs for {kwargs}"
 

@@ -84,6 +84,9 @@ def test_unknown_keywords_are_kept_and_transformers_keywords_accepted(pair):
 CALLS = {
     "plus": dict(),
     "mask_len": dict(return_special_tokens_mask=True, return_length=True),
+    "padded_len": dict(padding="max_length", max_length=12, return_length=True),  # fast: after padding, slow: before
+    "overflow_len": dict(truncation=True, max_length=4, return_overflowing_tokens=True, stride=1, padding=True,
+                         return_length=True),
     "pad_multiple": dict(padding=True, pad_to_multiple_of=8),
     "truncate": dict(truncation=True, max_length=5),
     "overflow": dict(truncation=True, max_length=6, return_overflowing_tokens=True, stride=2),

@@ -227,9 +227,9 @@ class EncodingAPI:
             self._pad_one(row, target, padding_side, return_attention_mask)
             if _alignment:
                 continue
-            if return_length:  # a batch counts before padding, one sequence after it (the fast class: in a list)
-                row["length"] = (([len(row["input_ids"])] if self.is_fast else len(row["input_ids"])) if single
-                                 else unpadded)
+            if return_length:  # the fast class counts after padding (one sequence: in a list); the slow class
+                padded = len(row["input_ids"])  # counts a batch before padding, one sequence after it
+                row["length"] = ([padded] if single else padded) if self.is_fast else (padded if single else unpadded)
         if _alignment:
             return rows
         if single:

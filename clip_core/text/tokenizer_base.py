@@ -2,11 +2,11 @@
 
 :class:`_CLIPTokenizerBase` holds the vocabulary and settings, and mirrors transformers 4.57's ``CLIPTokenizer`` API
 around one method its subclasses provide, ``_encode_texts`` (strings -> BPE ids without special tokens). Its parts:
-special and added tokens (:mod:`clip_core.text.specials`), the encoding entry points (``__call__``,
-``encode_plus``, ``batch_encode_plus``, ``prepare_for_model``, ``pad``: :mod:`clip_core.text.encoding`), the rules
-of truncation and padding (:mod:`clip_core.text.batching`), the vocabulary formats (:mod:`clip_core.text.bpe`) and the
-folder layout (:mod:`clip_core.text.files`). Here: construction, ``tokenize``, special-token layout, decoding and
-``from_pretrained`` / ``save_pretrained``.
+special and added tokens (:mod:`clip_core.text.specials`), chat templates (:mod:`clip_core.text.chat_template`), the
+encoding entry points (``__call__``, ``encode_plus``, ``batch_encode_plus``, ``prepare_for_model``, ``pad``:
+:mod:`clip_core.text.encoding`), the rules of truncation and padding (:mod:`clip_core.text.batching`), the vocabulary
+formats (:mod:`clip_core.text.bpe`) and the folder layout (:mod:`clip_core.text.files`). Here: construction,
+``tokenize``, special-token layout, decoding and ``from_pretrained`` / ``save_pretrained``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from ..formats.commit import commit
 from .batching import as_id_list, check_side, check_texts, to_python
 from .bpe import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, bytes_to_unicode, load_vocabulary
+from .chat_template import ChatTemplates
 from .encoding import EncodingAPI
 from .files import MERGES_FILE, VOCAB_FILE, chat_template_files, find_vocabulary, read_settings, write_settings
 from .files import write_tokenizer_json
@@ -34,7 +35,7 @@ HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revis
               "resume_download", "use_auth_token", "trust_remote_code", "_from_auto", "_commit_hash", "use_fast")
 
 
-class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
+class _CLIPTokenizerBase(SpecialTokens, EncodingAPI, ChatTemplates):
     """Everything but turning strings into BPE ids: vocabulary, special tokens, padding, truncation, tensors, I/O."""
 
     vocab_files_names = {"vocab_file": VOCAB_FILE, "merges_file": MERGES_FILE}
@@ -113,8 +114,8 @@ class _CLIPTokenizerBase(SpecialTokens, EncodingAPI):
     @property
     def chat_template(self) -> Any:
         """The chat template (a string, or a dict of named ones) of the loaded files (``None`` for CLIP's;
-        transformers' attribute and file layout). triclip does not render chat templates (no
-        ``apply_chat_template``)."""
+        transformers' attribute and file layout), rendered by :meth:`apply_chat_template`
+        (:mod:`clip_core.text.chat_template`)."""
         return self.init_kwargs.get("chat_template")
 
     @chat_template.setter
