@@ -3,6 +3,8 @@ live where transformers has the item."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,16 @@ def test_serving_output(towers, pair, flag):
             _same(v, b[k], atol=1e-4)
     out = pair[1](input_ids=IDS, pixel_values=PIXELS)
     assert pair[1].serving_output(out) is out  # TFCLIPModel's as transformers': unchanged
+
+
+def test_input_embeddings_without_tf_keras(monkeypatch, towers):
+    from clip_tf import TFCLIPTextModel
+    ours, theirs, folder = towers["text"]
+    monkeypatch.setitem(sys.modules, "tf_keras", None)  # not installed: `import tf_keras` raises ImportError
+    fresh = TFCLIPTextModel.from_pretrained(folder)
+    layer = fresh.get_input_embeddings()
+    assert isinstance(layer, tf.Module) and layer is fresh.text_model.embeddings
+    _same(layer.weight, theirs.get_input_embeddings().weight)
+    ids = tf.constant(IDS, tf.int32)
+    _same(layer(ids), theirs.get_input_embeddings()(input_ids=ids))
+    assert fresh.resize_token_embeddings(52) is layer and layer.weight.shape == (52, 16)
