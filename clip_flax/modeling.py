@@ -560,5 +560,99 @@ class FlaxCLIPForImageClassification(FlaxCLIPPreTrainedModel):
                                      attentions=vision.attentions)
 
 
+# ---------------------------------------------------------------------------------------------- transformers' modules
+class _ModelModule(nn.Module):
+    """A public model's Flax module under transformers' name (``FlaxCLIPTextModule``...; ``model.module`` and the
+    model class's ``module_class``): the model's towers and heads (its ``_build``, so ``model.params`` is its tree),
+    called with the arguments of transformers' module (pixels NHWC, ``deterministic``, the output flags,
+    ``return_dict``) and running the model's ``_forward``. The models' own calls run the same two through a cached
+    jitted apply."""
+
+    config: Any
+    dtype: Any = jnp.float32
+    gradient_checkpointing: bool = False
+
+    model_class = None  # the public model class whose ``_build`` and ``_forward`` this module runs
+
+    def setup(self):
+        self.model_class._build(self)
+
+    def _output(self, out, return_dict):
+        """``out``, or its tuples (all the way down) when ``return_dict`` is false (``None``: the config's)."""
+        return out if (getattr(self.config, "return_dict", True) if return_dict is None else return_dict) \
+            else out.to_tuple()
+
+
+def _nchw(pixel_values):
+    """NHWC pixels (what transformers' modules take) as the NCHW ones the towers take."""
+    return jnp.transpose(pixel_values, (0, 3, 1, 2))
+
+
+class FlaxCLIPTextModule(_ModelModule):
+    """transformers' module of :class:`FlaxCLIPTextModel`."""
+
+    model_class = FlaxCLIPTextModel
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
+                 output_attentions: bool = False, output_hidden_states: bool = False, return_dict: bool = True):
+        return self._output(self.model_class._forward(self, input_ids, attention_mask, position_ids,
+                                                      bool(output_attentions), bool(output_hidden_states),
+                                                      deterministic), return_dict)
+
+
+class FlaxCLIPTextModelWithProjectionModule(FlaxCLIPTextModule):
+    """transformers' module of :class:`FlaxCLIPTextModelWithProjection`."""
+
+    model_class = FlaxCLIPTextModelWithProjection
+
+
+class FlaxCLIPVisionModule(_ModelModule):
+    """transformers' module of :class:`FlaxCLIPVisionModel` (``pixel_values`` NHWC, as transformers' takes them)."""
+
+    model_class = FlaxCLIPVisionModel
+
+    def __call__(self, pixel_values, deterministic: bool = True, output_attentions: bool = False,
+                 output_hidden_states: bool = False, return_dict: bool = True):
+        return self._output(self.model_class._forward(self, _nchw(pixel_values), bool(output_attentions),
+                                                      bool(output_hidden_states), deterministic), return_dict)
+
+
+class FlaxCLIPVisionModelWithProjectionModule(FlaxCLIPVisionModule):
+    """The module of :class:`FlaxCLIPVisionModelWithProjection` (``pixel_values`` NHWC)."""
+
+    model_class = FlaxCLIPVisionModelWithProjection
+
+
+class FlaxCLIPModule(_ModelModule):
+    """transformers' module of :class:`FlaxCLIPModel` (``pixel_values`` NHWC, as transformers' takes them)."""
+
+    model_class = FlaxCLIPModel
+
+    def __call__(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
+                 deterministic: bool = True, output_attentions=None, output_hidden_states=None, return_dict=None):
+        return self._output(self.model_class._forward(
+            self, input_ids, _nchw(pixel_values), attention_mask, position_ids, False, bool(output_attentions),
+            bool(output_hidden_states), deterministic), return_dict)
+
+
+class FlaxCLIPForImageClassificationModule(_ModelModule):
+    """The module of :class:`FlaxCLIPForImageClassification` (``pixel_values`` NHWC; integer ``labels`` give the
+    loss)."""
+
+    model_class = FlaxCLIPForImageClassification
+
+    def __call__(self, pixel_values, labels=None, deterministic: bool = True, output_attentions: bool = False,
+                 output_hidden_states: bool = False, return_dict: bool = True):
+        return self._output(self.model_class._forward(self, _nchw(pixel_values), bool(output_attentions),
+                                                      bool(output_hidden_states), deterministic, labels), return_dict)
+
+
+for _module in (FlaxCLIPTextModule, FlaxCLIPTextModelWithProjectionModule, FlaxCLIPVisionModule,
+                FlaxCLIPVisionModelWithProjectionModule, FlaxCLIPModule, FlaxCLIPForImageClassificationModule):
+    _module.model_class.module_class = _module  # transformers' class attribute: the model's module class
+
+
 __all__ = ["FlaxCLIPPreTrainedModel", "FlaxCLIPTextModel", "FlaxCLIPTextModelWithProjection", "FlaxCLIPVisionModel",
-           "FlaxCLIPVisionModelWithProjection", "FlaxCLIPModel", "FlaxCLIPForImageClassification"]
+           "FlaxCLIPVisionModelWithProjection", "FlaxCLIPModel", "FlaxCLIPForImageClassification",
+           "FlaxCLIPTextModule", "FlaxCLIPTextModelWithProjectionModule", "FlaxCLIPVisionModule",
+           "FlaxCLIPVisionModelWithProjectionModule", "FlaxCLIPModule", "FlaxCLIPForImageClassificationModule"]

@@ -334,6 +334,10 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     """
 
     arch = "clip"
+    #: the model's Flax module class under transformers' name (``FlaxCLIPTextModule``...; set in
+    #: :mod:`clip_flax.modeling`): ``model.module`` is one, applied as transformers' is (``model.module.apply(
+    #: {"params": model.params}, input_ids, attention_mask, position_ids)``, pixels NHWC)
+    module_class: type = None
 
     def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32, _do_init: bool = True,
                  param_dtype=jnp.float32):
@@ -342,16 +346,18 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         self.config = self.check_config(config)
         self.dtype = jnp.dtype(dtype)
         self._compiled = _CompiledApply.get(type(self), self.config, self.dtype)
-        self.module = self._compiled.module
+        self.module = self.module_class(self.config, dtype=self.dtype)
         self.key = jax.random.PRNGKey(seed)
         self.input_shape = self._input_shape(self.config) if input_shape is None else input_shape
         self._params, self._is_initialized = None, bool(_do_init)
+        self._missing_keys: set = set()  # what a _do_init=False from_pretrained left out (init_weights fills it)
         if _do_init:
             self._params = self._tree(self.random_state(self.config, seed), param_dtype)
 
     @staticmethod
     def _build(module) -> None:  # pragma: no cover - abstract
-        """Create the towers and heads on ``module`` (a :class:`CLIPModule` in ``setup``)."""
+        """Create the towers and heads on ``module`` (in ``setup``: the compiled apply's :class:`CLIPModule`, or
+        ``model.module``, the class's :attr:`module_class`)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ gradient checkpointing
@@ -375,7 +381,7 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
 
     def _set_gradient_checkpointing(self, enable: bool) -> None:
         self._compiled = _CompiledApply.get(type(self), self.config, self.dtype, enable)
-        self.module = self._compiled.module
+        self.module = self.module_class(self.config, dtype=self.dtype, gradient_checkpointing=enable)
 
     # ------------------------------------------------------------------ canonical state <-> parameters
     @property
@@ -427,7 +433,25 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         parameters and the computation (the one ``config.json`` records, else the weights')."""
         if isinstance(dtype, str) and dtype == "auto":
             kwargs.setdefault("param_dtype", "auto")
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, dtype=dtype, **kwargs)
+        if kwargs.get("_do_init", True):
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, dtype=dtype, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        (model, params), info = super().from_pretrained(pretrained_model_name_or_path, *model_args, dtype=dtype,
+                                                        output_loading_info=True, **kwargs)
+        params = model._without_missing(params, info["missing_keys"], pretrained_model_name_or_path)
+        return ((model, params), info) if wants_info else (model, params)
+
+    def _without_missing(self, params, missing, where):
+        """transformers' ``_do_init=False`` rule: the weights the checkpoint lacks stay out of ``params`` (with its
+        warning); the model remembers them, and :meth:`init_weights` with ``params=`` fills them."""
+        if not missing:
+            return params
+        from flax.traverse_util import flatten_dict, unflatten_dict
+        logging.getLogger("clip_core.pretrained").warning(
+            f"The checkpoint {where} is missing required keys: {set(missing)}. Make sure to call model.init_weights "
+            "to initialize the missing weights.")
+        self._missing_keys = set(missing)
+        return unflatten_dict({k: v for k, v in flatten_dict(params).items() if k not in self._missing_keys})
 
     @classmethod
     def _from_state(cls, config, state, dtype=None, param_dtype=None, _do_init: bool = True, **kwargs):
@@ -515,12 +539,13 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
 
     def init_weights(self, rng, input_shape=None, params=None):
         """A fresh parameter tree (transformers' initialisation, seeded from the PRNG key ``rng``;
-        ``input_shape`` is ignored: shapes come from the config). With ``params``, the leaves it lacks are
-        filled from the fresh tree (transformers' ``_missing_keys`` rule)."""
+        ``input_shape`` is ignored: shapes come from the config). With ``params``, the leaves it lacks (such as
+        those a ``_do_init=False`` :meth:`from_pretrained` left out) are filled from the fresh tree."""
         seed = int(jax.random.randint(rng, (), 0, 2 ** 31 - 1))
         fresh = self._tree(self.random_state(self.config, seed))
         if params is None:
             return fresh
+        self._missing_keys = set()
         from flax.traverse_util import flatten_dict, unflatten_dict
         merged = flatten_dict(fresh)
         merged.update(flatten_dict(params))

@@ -29,9 +29,12 @@ SKELETONS = {
     "pretrained.py": ["CLIPPreTrainedModel"],
 }
 # Public names one framework needs in a file and the others do not, by file and backend: Flax keeps params outside
-# modules (one top-level module class); training on Keras needs its own AdamW (torch's update: Keras' own adds
-# epsilon elsewhere) and a schedule class, optax a schedule function, torch.optim neither.
+# modules (one top-level module class, and transformers' per-model module classes); training on Keras needs its own
+# AdamW (torch's update: Keras' own adds epsilon elsewhere) and a schedule class, optax a schedule function,
+# torch.optim neither.
 FRAMEWORK_ONLY = {
+    "modeling.py": {"flax": {"CLIPTextModule", "CLIPTextModelWithProjectionModule", "CLIPVisionModule",
+                             "CLIPVisionModelWithProjectionModule", "CLIPModule", "CLIPForImageClassificationModule"}},
     "pretrained.py": {"flax": {"CLIPModule"}},
     "training.py": {"tf": {"CosineSchedule", "AdamW", "KerasCLIPModel"}, "flax": {"schedule"}},
 }

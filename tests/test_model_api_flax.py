@@ -130,3 +130,128 @@ def test_half_params_reload_in_their_dtype(tmp_path, pair, method, fmt, caplog):
         assert np.min(np.sum(x * y, -1) / np.linalg.norm(x, axis=-1) / np.linalg.norm(y, axis=-1)) > 0.999
     assert set(_dtypes(FlaxCLIPModel.from_pretrained(tmp_path, param_dtype=jnp.float32).params).values()) == \
         {"float32"}
+
+
+# ---------------------------------------------------------------------------------------------- module classes
+def _module_cases():
+    """(our model class, transformers' model class, our config, transformers' config, module inputs, positional
+    arguments of transformers' module) for the four classes transformers has."""
+    from clip_flax import FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection
+    ids = jnp.asarray(IDS, jnp.int32)
+    mask = jnp.asarray(MASK, jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+    nhwc = jnp.transpose(jnp.asarray(PIXELS), (0, 2, 3, 1))
+    text, vision = CONFIG.text_config, CONFIG.vision_config
+    return [(FlaxCLIPTextModel, transformers.FlaxCLIPTextModel, text, transformers.CLIPTextConfig,
+             (ids, mask, positions)),
+            (FlaxCLIPTextModelWithProjection, transformers.FlaxCLIPTextModelWithProjection, text,
+             transformers.CLIPTextConfig, (ids, mask, positions)),
+            (FlaxCLIPVisionModel, transformers.FlaxCLIPVisionModel, vision, transformers.CLIPVisionConfig, (nhwc,)),
+            (FlaxCLIPModel, transformers.FlaxCLIPModel, CONFIG, transformers.CLIPConfig, (ids, nhwc, mask, positions))]
+
+
+def _assert_trees_close(ours, theirs, what):
+    """The same fields (keys of outputs, lengths of tuples, nested alike) holding the same values (1e-4)."""
+    if hasattr(theirs, "keys"):
+        assert list(ours.keys()) == list(theirs.keys()), what
+        ours, theirs = ours.to_tuple(), theirs.to_tuple()
+    if isinstance(theirs, tuple):
+        assert isinstance(ours, tuple) and len(ours) == len(theirs), what
+        for x, y in zip(ours, theirs):
+            _assert_trees_close(x, y, what)
+        return
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-4, err_msg=what)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_module_classes_apply_as_transformers_modules(index):
+    """``FlaxCLIPTextModule`` and friends: transformers' names (what its ``test_naming_convention`` looks up in the
+    model's module), ``model.module`` one of them, and applied with transformers' parameters and transformers'
+    module arguments (pixels NHWC, ``deterministic``, the output flags, ``return_dict``) they give transformers'
+    module's outputs."""
+    import clip_flax.modeling
+    ours_cls, theirs_cls, config, their_config_cls, args = _module_cases()[index]
+    theirs = theirs_cls(their_config_cls.from_dict(config.to_dict()), seed=0)
+    name = theirs_cls.module_class.__name__
+    assert ours_cls.module_class is getattr(clip_flax.modeling, name)
+    module = ours_cls.module_class(config, jnp.float32)  # transformers' (config, dtype)
+    ours = ours_cls(config, seed=0)
+    assert type(ours.module) is ours_cls.module_class
+    for flags in ((True, False, False, True), (True, True, True, True), (True, False, False, False)):
+        expected = theirs.module.apply({"params": theirs.params}, *args, *flags)
+        _assert_trees_close(module.apply({"params": theirs.params}, *args, *flags), expected, f"{name} {flags}")
+    # return_dict=False with hidden states: transformers' encoder drops them and the attentions; triclip keeps them
+    full = module.apply({"params": theirs.params}, *args, True, True, True, False)
+    _assert_trees_close(full, module.apply({"params": theirs.params}, *args, True, True, True, True).to_tuple(), name)
+    if index != 3:
+        _assert_trees_close(full[:2], theirs.module.apply({"params": theirs.params}, *args, True, True, True, False),
+                            name)
+    call = {2: (PIXELS,), 3: (IDS, PIXELS, MASK)}.get(index, (IDS, MASK))  # the model takes NCHW pixels
+    _assert_trees_close(ours.module.apply({"params": ours.params}, *args), ours(*call), f"{name} vs the model")
+    made = module.init(jax.random.PRNGKey(0), *args)["params"]
+    their_made = theirs.module.init(jax.random.PRNGKey(0), *args)["params"]
+    assert {k: v.shape for k, v in flatten_dict(made).items()} == \
+        {k: v.shape for k, v in flatten_dict(their_made).items()}
+
+
+# ---------------------------------------------------------------------------------------------- _do_init=False
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_do_init_false_leaves_missing_weights_out(tmp_path, index, caplog):
+    """A checkpoint lacking a weight (written by transformers: triclip refuses to save one), loaded with
+    ``_do_init=False``: the weight stays out of the returned ``params``, with transformers' warning, and
+    ``init_weights(key, shape, params=params)`` fills it, as in transformers; a plain load fills it at once."""
+    ours_cls, theirs_cls, config, their_config_cls, _ = _module_cases()[index]
+    theirs = theirs_cls(their_config_cls.from_dict(config.to_dict()), seed=0)
+    flat = flatten_dict(theirs.params)
+    dropped = sorted(flat)[len(flat) // 2]
+    from flax.traverse_util import unflatten_dict
+    partial = unflatten_dict({k: v for k, v in flat.items() if k != dropped})
+    theirs.save_pretrained(tmp_path, params=partial)
+    their_model, their_params = theirs_cls.from_pretrained(tmp_path, _do_init=False)
+    with caplog.at_level("WARNING"):
+        model, params = ours_cls.from_pretrained(tmp_path, _do_init=False)
+    assert set(flatten_dict(params)) == set(flatten_dict(their_params)) == set(flat) - {dropped}
+    assert "missing required keys" in caplog.text and "init_weights" in caplog.text
+    with pytest.raises(ValueError):
+        model.params
+    filled = model.init_weights(model.key, model.input_shape, params=params)
+    their_filled = their_model.init_weights(their_model.key, their_model.input_shape, params=their_params)
+    assert {k: v.shape for k, v in flatten_dict(filled).items()} == \
+        {k: v.shape for k, v in flatten_dict(their_filled).items()}
+    for key in set(flat) - {dropped}:
+        np.testing.assert_array_equal(np.asarray(flatten_dict(filled)[key]), np.asarray(flat[key]))
+    assert set(flatten_dict(ours_cls.from_pretrained(tmp_path).params)) == set(flat)
+
+
+def test_saving_params_that_lack_a_weight_is_refused(tmp_path, pair):
+    """transformers writes such a checkpoint; triclip names the missing weight and writes nothing."""
+    from flax.traverse_util import unflatten_dict
+
+    from clip_core.weights import StateMismatchError
+    ours, _ = pair
+    flat = flatten_dict(ours.params)
+    partial = unflatten_dict({k: v for k, v in flat.items() if k != ("text_projection", "kernel")})
+    with pytest.raises(StateMismatchError, match="text_projection.weight"):
+        ours.save_pretrained(tmp_path / "out", params=partial)
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpointed_outputs_equal_and_nest_as_transformers(pair):
+    """``enable_gradient_checkpointing`` (transformers' CLIP raises ``NotImplementedError``): every output exactly
+    equal to the plain model's, and ``to_tuple()`` nested as transformers' (so its common test's element-wise
+    ``(a == b).all()`` cannot compare the tower outputs)."""
+    ours, theirs = pair
+    plain = FlaxCLIPModel(CONFIG, seed=0)
+    checkpointed = FlaxCLIPModel(CONFIG, seed=0)
+    checkpointed.enable_gradient_checkpointing()
+    with pytest.raises(NotImplementedError):
+        transformers.FlaxCLIPModel(transformers.CLIPConfig.from_dict(CONFIG.to_dict())).enable_gradient_checkpointing()
+    for flags in ({}, {"output_hidden_states": True, "output_attentions": True}):
+        a, b = plain(IDS, PIXELS, MASK, **flags), checkpointed(IDS, PIXELS, MASK, **flags)
+        assert a.keys() == b.keys()
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    def nesting(values):
+        return [len(v) if isinstance(v, tuple) else None for v in values]
+    assert nesting(plain(IDS, PIXELS, MASK).to_tuple()) == nesting(theirs(IDS, PIXELS, MASK).to_tuple()) == \
+        [None] * 4 + [2, 2]
