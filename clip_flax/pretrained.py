@@ -114,7 +114,7 @@ class _CompiledApply:
     compiles once per input shapes and flags, whichever instance calls. ``traces`` counts the traces.
 
     For the text-length buckets it also keeps which shapes are compiled (:meth:`ready_lengths`): a call whose
-    bucket is not compiled yet runs padded to a longer compiled one, and a bucket seen a second time compiles in a
+    bucket is not compiled yet runs padded to a longer compiled one, and a bucket seen a third time compiles in a
     background thread (:meth:`compile_later`; :meth:`wait` joins them)."""
 
     _cache: OrderedDict = OrderedDict()
@@ -614,8 +614,8 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     def _bucket_ready(self, inputs, padded, plan, key, length, text_config):
         """A text-length bucket not compiled yet runs padded to the shortest longer one that is (the longest,
         ``max_position_embeddings``, when none is: compiled now, it holds every later length), so a new caption
-        length costs no compile; the bucket's own compile starts in the background the second time it is asked
-        for. Returns ``(padded, plan, inputs to compile in the background or None)``."""
+        length costs no compile; the bucket's own compile starts in the background the :attr:`compile_after`-th time
+        it is asked for. Returns ``(padded, plan, inputs to compile in the background or None)``."""
         compiled = self._compiled
         ready = compiled.ready_lengths(key)
         if length in ready:
@@ -627,8 +627,10 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         return padded, plan, later
 
     #: the call of a text-length bucket that starts its own compile in the background (before it, the call runs
-    #: padded to a longer compiled bucket)
-    compile_after = 2
+    #: padded to a longer compiled bucket). The third, not the second: a background compile takes both cores of a
+    #: small machine for seconds, so the call right after it runs up to twice as slow; a bucket asked for twice in
+    #: a row (a caption length met again) is not yet one that recurs often enough to pay for that
+    compile_after = 3
 
     def _run(self, method, inputs: dict, params=None, dropout_rng=None, train: bool = False, return_dict=None,
              **flags):

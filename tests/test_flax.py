@@ -531,7 +531,8 @@ def test_repeated_shapes_do_not_retrace():
     _CompiledApply._cache.clear()  # shared per config: start from what no earlier test compiled or asked for
     model, ids, mask, pixels = _tiny()
     model(ids, pixels, attention_mask=mask)  # runs at the longest text bucket, compiled now
-    model(ids, pixels, attention_mask=mask)  # asked again: its own bucket compiles in the background, once
+    model(ids, pixels, attention_mask=mask)  # asked again: still the longest bucket
+    model(ids, pixels, attention_mask=mask)  # a third time: its own bucket compiles in the background, once
     model._compiled.wait()
     traces = model._compiled.traces
     rng = np.random.default_rng(0)
@@ -542,10 +543,13 @@ def test_repeated_shapes_do_not_retrace():
     assert model._compiled.traces == traces
     model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # a new length runs in a compiled longer bucket
     assert model._compiled.traces == traces
-    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # asked again: its bucket compiles in the background
+    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # asked again: still the longer bucket
+    assert model._compiled.traces == traces
+    model(ids[:, :4], pixels, attention_mask=mask[:, :4])  # a third time: its bucket compiles in the background
     model._compiled.wait()
     assert model._compiled.traces == traces + 1
     model(ids, pixels, attention_mask=mask, output_hidden_states=True)  # new flags: a new compile (longest length)
+    model(ids, pixels, attention_mask=mask, output_hidden_states=True)
     model(ids, pixels, attention_mask=mask, output_hidden_states=True)  # and its own bucket in the background
     model._compiled.wait()
     assert model._compiled.traces == traces + 3

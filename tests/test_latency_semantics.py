@@ -122,7 +122,7 @@ def test_flax_buckets_give_transformers_outputs_at_the_callers_shapes():
 def test_flax_new_caption_lengths_compile_nothing():
     """The first text call compiles the longest bucket (max_position_embeddings); later caption lengths run padded
     to the shortest compiled bucket that holds them (no compile, same features as transformers at the caller's
-    exact shape); a bucket asked for a second time compiles in the background, and its calls then use it."""
+    exact shape); a bucket asked for a third time compiles in the background, and its calls then use it."""
     jax, model, theirs = _flax()
     longest = CONFIG.text_config.max_position_embeddings
     compiled = model._compiled
@@ -141,14 +141,20 @@ def test_flax_new_caption_lengths_compile_nothing():
     for width in (3, 20, 40, 70):  # buckets 8, 32, 64 and the longest: all run at the longest
         features(8, width)
     assert compiled.traces == 1 and compiled.ready_lengths(key) == {longest}
-    features(8, 12)  # bucket 16 asked for again (after 9): its own compile starts in the background
+    features(8, 12)  # bucket 16 asked for again (after 9): still padded to the longest
+    compiled.wait()
+    assert compiled.traces == 1 and compiled.ready_lengths(key) == {longest}
+    features(8, 14)  # bucket 16 a third time: its own compile starts in the background
     compiled.wait()
     assert compiled.traces == 2 and compiled.ready_lengths(key) == {16, longest}
     for width in (11, 16):  # bucket 16 holds them
         features(6, width)  # a batch of 6 is in the batch bucket of 8
     compiled.wait()
     assert compiled.traces == 2
-    features(6, 5)  # bucket 8, asked for the second time (after 3): runs at 16, compiles 8 in the background
+    features(6, 5)  # bucket 8, asked for the second time (after 3): runs at 16
+    compiled.wait()
+    assert compiled.traces == 2
+    features(6, 7)  # bucket 8 a third time: runs at 16, compiles 8 in the background
     compiled.wait()
     assert compiled.traces == 3 and compiled.ready_lengths(key) == {8, 16, longest}
     features(3, 9)  # a new batch bucket (4) is a new shape: one compile, at the longest length
