@@ -240,7 +240,11 @@ def _load(path_or_repo, arch: str | None, config, fmt: str | None, hub_kwargs: d
             raise config_error
         config = inferred
         if config is None:
-            raise FileNotFoundError(f"{CONFIG_NAME} not found next to {source.weights}: pass config= to load it")
+            raise FileNotFoundError(
+                f"{CONFIG_NAME} not found next to {source.weights}: pass config= (the model's config, e.g. "
+                f"CLIPConfig.from_pretrained(<the folder it was loaded from>)) to load it. transformers' Trainer "
+                f"writes only the weights of a model that is not a transformers PreTrainedModel: save a trained "
+                f"triclip model with model.save_pretrained(folder) for a folder that loads on its own")
     if arch is None:
         arch = detect_arch(config, state)
     config = config_for_arch(config, arch, state)
