@@ -175,7 +175,8 @@ def test_tokenized_outputs_match_transformers(pair):
         assert dict(a) == dict(b)
         for kwargs in ({"padding": True}, {"truncation": True, "max_length": 9},
                        {"padding": "max_length", "max_length": 90, "return_tensors": "np"},
-                       {"padding": True, "tokenizer_kwargs": {"return_length": True, "return_special_tokens_mask": True}}):
+                       {"padding": True,
+                        "tokenizer_kwargs": {"return_length": True, "return_special_tokens_mask": True}}):
             a, b = both(pair, conversation, chat_template=IM, return_dict=True, **kwargs)
             assert sorted(a) == sorted(b)
             for key in b:

@@ -340,3 +340,41 @@ def test_several_chat_templates_saved_as_transformers(pair, tmp_path, jinja_file
     for folder in ("ours", "theirs"):
         assert type(ours).from_pretrained(tmp_path / folder).chat_template == templates
         assert type(theirs).from_pretrained(tmp_path / folder).chat_template == templates
+
+
+LONG, SHORT = "one two three four five six seven eight", "x y z"
+TRUNCATIONS = [(s, m, st) for s in ("longest_first", "only_first", "only_second") for m in (2, 7, 9, 12)
+               for st in (0, 1, 3)]
+
+
+def outcome(tok, *args, **kwargs):
+    """The call's output as plain lists, with what the alignment methods say of each row; or 'error'."""
+    try:
+        out = tok(*args, **kwargs)
+    except BaseException:  # noqa: BLE001 (transformers' Rust panics are BaseExceptions; ours are ValueErrors)
+        return "error"
+    rows = out["input_ids"] if isinstance(out["input_ids"][0], list) else [out["input_ids"]]
+    seen = {k: v for k, v in out.items()}
+    seen["alignment"] = [(out.sequence_ids(i), out.word_ids(i), [out.char_to_token(i, c) for c in range(12)])
+                         for i in range(len(rows))]
+    return seen
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_fast_truncation_and_overflow_follow_the_rust_rule(side):
+    """transformers' fast class truncates by the Rust library's rule (a pair's lengths, every window of both
+    sequences, the stride checks), not the slow class's: ours does the same, offsets and alignment included."""
+    folder = shared_path("data", "clip-bpe")
+    ours, theirs = CLIPTokenizerFast.from_pretrained(folder), transformers.CLIPTokenizerFast.from_pretrained(
+        folder, model_max_length=77)
+    ours.truncation_side = theirs.truncation_side = side
+    for texts in ((LONG, LONG.replace("e", "a")), (LONG, SHORT), (SHORT, LONG), ([LONG, SHORT], [SHORT, ""])):
+        for strategy, max_length, stride in TRUNCATIONS:
+            for extra in ({}, {"return_overflowing_tokens": True, "padding": True, "add_special_tokens": False}):
+                kwargs = dict(dict(truncation=strategy, max_length=max_length, stride=stride,
+                                   return_offsets_mapping=True), **extra)
+                assert outcome(ours, *texts, **kwargs) == outcome(theirs, *texts, **kwargs), (texts, kwargs)
+    with pytest.raises(ValueError, match="stride"):  # transformers: the same ValueError
+        ours("a", truncation=True, max_length=3, stride=2)
+    with pytest.raises(ValueError, match="too short"):  # transformers: a bare Exception
+        ours(SHORT, LONG, truncation="only_first", max_length=8)

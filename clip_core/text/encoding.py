@@ -189,16 +189,22 @@ class EncodingAPI:
         options = dict(add_special_tokens=add_special_tokens, truncation=trunc, max_length=max_length, stride=stride,
                        return_token_type_ids=return_token_type_ids, return_special_tokens_mask=return_special_tokens_mask,
                        return_overflowing_tokens=return_overflowing_tokens, verbose=verbose)
+        if self.is_fast and trunc != "do_not_truncate" and max_length is not None:
+            self._check_stride(max_length, stride)
         rows: list[dict[str, Any]] = []
+        main_lengths = []  # of each example's first row: the fast class pads to the longest of these
         for n in range(len(ids)):
             second = pair_ids[n] if pair_ids else None
             examples = [(ids[n], second, offsets[n] if offsets else None,
                          pair_offsets[n] if pair_offsets and second is not None else None)]
-            if self.is_fast and return_overflowing_tokens and trunc != "do_not_truncate" and max_length:
+            row_options = options
+            if self.is_fast and trunc != "do_not_truncate" and max_length is not None:  # the Rust rule
                 examples = self._windows(*examples[0], trunc, max_length, stride, add_special_tokens)
+                examples = examples if return_overflowing_tokens else examples[:1]
+                row_options = dict(options, truncation="do_not_truncate")
             for first, pair, off, pair_off in examples:
                 kept: list[tuple[int, int | None]] = []
-                row = self._prepare(first, pair, **options, kept=kept)
+                row = self._prepare(first, pair, **row_options, kept=kept)
                 if self.is_fast and return_overflowing_tokens:
                     row.pop("overflowing_tokens", None)
                     row.pop("num_truncated_tokens", None)
@@ -206,12 +212,13 @@ class EncodingAPI:
                 if return_offsets_mapping:
                     row["offset_mapping"] = self._row_offsets(off, pair_off, *kept[0], add_special_tokens)
                 rows.append(row)
+            main_lengths.append(len(rows[-len(examples)]["input_ids"]))
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
         lengths = [len(r["input_ids"]) for r in rows]
         target = None
         if pad == "longest":
-            target = max(lengths, default=0)
+            target = max(main_lengths if self.is_fast else lengths, default=0)
         elif pad == "max_length":
             target = max_length
         if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
@@ -221,7 +228,7 @@ class EncodingAPI:
                 return_offsets_mapping)
             estimate_bytes(len(rows) * max(target, max(lengths, default=0)) * columns * 8, MAX_PADDED_BYTES,
                            f"padding {len(rows)} sequence(s) to {target} tokens")
-        single = not batched and not (self.is_fast and return_overflowing_tokens and len(rows) > 1)
+        single = not batched and not (self.is_fast and return_overflowing_tokens)  # the fast class: always a batch
         for row in rows:
             unpadded = len(row["input_ids"])
             self._pad_one(row, target, padding_side, return_attention_mask)
@@ -256,28 +263,59 @@ class EncodingAPI:
                              f"({max_length}) is not a multiple of pad_to_multiple_of ({pad_to_multiple_of}).")
         return pad, trunc, max_length
 
-    def _windows(self, ids, pair, off, pair_off, trunc, max_length, stride, add_special):
-        """The fast tokenizers' overflow: the truncated sequence cut into windows overlapping by ``stride``."""
-        if pair is not None and trunc == "longest_first":
+    def _check_stride(self, max_length: int, stride: int) -> None:
+        """The fast tokenizers' check when truncation is set: the stride must fit in ``max_length`` less a single
+        sequence's special tokens (whether or not they are added; no check below that, as the Rust library)."""
+        room = max_length - self.num_special_tokens_to_add(False)
+        if 0 <= room < stride:
             raise ValueError(
-                "Not possible to return overflowing tokens for pair of sequences with the `longest_first`. Please "
-                "select another truncation strategy than `longest_first`, for instance `only_second` or `only_first`.")
-        second = trunc == "only_second" and pair is not None
-        seq, seq_off = (pair, pair_off) if second else (ids, off)
-        other = len(ids if second else (pair or []))
-        room = max_length - other - (self.num_special_tokens_to_add(pair is not None) if add_special else 0)
-        if room <= 0 or len(seq) <= room:
+                f"tokenizer stride set to {stride}, which is greater than or equal to its effective max length of "
+                f"{room} (= {max_length} original max length - {self.num_special_tokens_to_add(False)} added special "
+                "tokens), ")
+
+    def _windows(self, ids, pair, off, pair_off, trunc, max_length, stride, add_special):
+        """The fast tokenizers' truncation (the Rust library's rule): the kept part of the example first, then,
+        for ``return_overflowing_tokens``, every overflowing window (overlapping by ``stride``) of the truncated
+        sequence(s); a pair truncated at both ends gives every combination of their windows, in the Rust order."""
+        budget = max_length - (self.num_special_tokens_to_add(pair is not None) if add_special else 0)
+        total = len(ids) + len(pair or [])
+        if budget != 0 and (budget >= total or budget < 0):  # below the special tokens the Rust subtraction wraps
             return [(ids, pair, off, pair_off)]
-        if stride >= room:
-            raise ValueError(f"stride ({stride}) must be smaller than the room left for the sequence ({room})")
-        starts = list(range(0, len(seq) - room + (room - stride), room - stride))
-        if self.truncation_side == "left":
-            starts = [len(seq) - room - s for s in starts]
+        keep, keep_pair = len(ids), (len(pair) if pair is not None else None)
+        if budget == 0:  # everything overflows
+            keep, keep_pair = 0, (0 if pair is not None else None)
+        elif pair is None and trunc == "only_second":
+            raise ValueError("Truncation error: Second sequence not provided")
+        elif pair is None:
+            keep = budget
+        elif trunc == "longest_first":
+            keep, keep_pair = _longest_first_lengths(len(ids), len(pair), budget)
+        else:
+            target = len(pair) if trunc == "only_second" else len(ids)
+            if target <= total - budget:
+                raise ValueError("Truncation error: Sequence to truncate too short to respect the provided "
+                                 "max_length")
+            if trunc == "only_second":
+                keep_pair = target - (total - budget)
+            else:
+                keep = target - (total - budget)
+        left = self.truncation_side == "left"
+        firsts = _rust_windows(len(ids), keep, stride, left)
+        seconds = _rust_windows(len(pair), keep_pair, stride, left) if pair is not None else [None]
+
+        def part(seq, seq_off, span):
+            if span is None:
+                return seq, seq_off
+            return seq[span[0]:span[1]], (seq_off[span[0]:span[1]] if seq_off is not None else None)
+
+        order = [(firsts[0], seconds[0])]
+        for a in firsts[1:]:
+            order += [(a, seconds[0])] + [(a, b) for b in seconds[1:]]
+        order += [(firsts[0], b) for b in seconds[1:]]
         out = []
-        for s in starts:
-            s = max(s, 0)
-            part, part_off = seq[s:s + room], (seq_off[s:s + room] if seq_off is not None else None)
-            out.append((ids, part, off, part_off) if second else (part, pair, part_off, pair_off))
+        for a, b in order:
+            (first, first_off), (second, second_off) = part(ids, off, a), part(pair, pair_off, b)
+            out.append((first, second, first_off, second_off))
         return out
 
     def prepare_for_model(self, ids: list[int], pair_ids: list[int] | None = None, add_special_tokens: bool = True,
@@ -427,3 +465,36 @@ class EncodingAPI:
         data = rows[0] if single else {k: [r[k] for r in rows] for k in rows[0]}
         out = BatchEncoding({(main if k == "input_ids" else k): v for k, v in data.items()})
         return out.convert_to_tensors(return_tensors) if return_tensors else out
+
+
+def _longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """How many ids of each sequence of a pair the Rust "longest_first" rule keeps within ``budget``: the shorter
+    whole if the longer can fill the rest, else half each (the extra one to the longer; to the second on a tie)."""
+    short, long_ = min(n1, n2), max(n1, n2)
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short, long_ = budget // 2, budget // 2 + budget % 2
+    return (long_, short) if n1 > n2 else (short, long_)
+
+
+def _rust_windows(length: int, keep: int, stride: int, left: bool) -> list[tuple[int, int]]:
+    """The (start, stop) spans the Rust ``Encoding.truncate`` makes of a sequence: the kept part, then the
+    overflowing windows of ``keep`` ids, each overlapping the previous by ``stride``, from the truncated side."""
+    if keep >= length:
+        return [(0, length)]
+    if keep == 0:
+        return [(0, 0), (0, length)]
+    if stride >= keep:
+        raise ValueError(f"stride ({stride}) must be smaller than the number of ids truncation keeps ({keep})")
+    step, spans = keep - stride, []
+    if not left:
+        for start in range(0, length, step):
+            spans.append((start, min(start + keep, length)))
+            if spans[-1][1] == length:
+                break
+    else:
+        for last in range(length - 1, -1, -step):
+            spans.append((max(0, last + 1 - keep), last + 1))
+            if spans[-1][0] == 0:
+                break
+    return spans
