@@ -55,6 +55,35 @@ TEMPLATES = {
           "{{ ns.n }}{{ messages[-1].content[::-1] }}",
 }
 
+FULL = """{{- bos_token }}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system = messages[0]['content'] | trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system = "" %}
+{%- endif %}
+{{- "<|header|>system<|end_header|>\n\n" }}
+{%- if tools is not none %}
+    {{- "Tools:\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{%- if documents %}{% for d in documents %}{{ loop.index }}. {{ d.title }}: {{ d.text }}
+{% endfor %}{% endif %}
+{{- system }}{{ "<|eot|>" }}
+{%- for message in messages %}
+    {%- if message.role not in ['user', 'assistant'] %}{{ raise_exception('bad role ' ~ message.role) }}{% endif %}
+    {{- '<|header|>' + message['role'] + '<|end_header|>\n\n' + message['content'] | trim + '<|eot|>' }}
+    {%- if loop.last and message.role == 'user' %}{{ ' (last)' }}{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|header|>assistant<|end_header|>\n\n' }}
+{%- endif %}
+{{- "|" ~ (messages | length) ~ "|" ~ (messages | map(attribute='role') | join(',')) ~ "|" ~ "x".upper() }}
+{{- date_string | default('no date') }}"""
+
 
 @pytest.fixture(scope="module", params=PAIRS, ids=lambda p: p[1])
 def pair(request):
@@ -106,6 +135,23 @@ def test_rendered_strings_match_transformers(pair, name):
                                 add_generation_prompt=prompt, **kwargs)
             assert ours == theirs, (name, prompt)
             assert isinstance(ours, list) == (conversation[0] is CHAT or conversation[0] is CHAT_2)
+
+
+def test_a_full_template_with_tools_documents_and_roles(pair):
+    def weather(city: str) -> str:
+        """Weather.
+
+        Args:
+            city: where
+        """
+
+    for conversation in (CHAT, CHAT_2, [CHAT, CHAT_2]):
+        for kwargs in ({}, {"add_generation_prompt": True}, {"tools": [weather, {"name": "x"}]},
+                       {"documents": [{"title": "T", "text": "body"}]}, {"date_string": "1 Jan"},
+                       {"continue_final_message": True}):
+            a, b = both(pair, conversation, chat_template=FULL, tokenize=False, **kwargs)
+            assert a == b, kwargs
+    same_failure(pair, jinja2.TemplateError, [{"role": "tool", "content": "x"}], chat_template=FULL)
 
 
 def test_attribute_dict_templates_and_names(pair):
