@@ -109,15 +109,43 @@ class _Compiled:
         return self.thread is not None and self.thread.is_alive()
 
 
+class _Graph:
+    """One shape-polymorphic graph (no XLA) for one (method, flags, input dtypes): batch and text length unknown
+    (``None``), so it is traced once and every new batch size or caption length runs it without tracing or
+    compiling. TensorFlow's graph optimiser fuses what eager execution runs op by op, so a call through it is
+    faster than the eager one; XLA's shape-specialised function stays faster for a shape that repeats."""
+
+    def __init__(self, method, flags, specs: dict):
+        def run(**tensors):
+            return method(**tensors, **flags)
+
+        self.function = tf.function(run, autograph=False)
+        self.concrete = self.function.get_concrete_function(**specs)
+
+    def __call__(self, tensors):
+        return self.concrete(**tensors)
+
+    @staticmethod
+    def specs(tensors) -> dict[str, tf.TensorSpec]:
+        """The relaxed specs of a call's tensors: every axis unknown but an image's channels and size."""
+        return {name: tf.TensorSpec([None] + (t.shape.as_list()[1:] if name == "pixel_values" else
+                                              [None] * (t.shape.rank - 1)), t.dtype)
+                for name, t in tensors.items()}
+
+
 class _CompiledCache:
     """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track
     (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile` and the layer of ``get_input_embeddings``, whose
     own variables are not the model's, or are the model's seen again).
-    ``seen`` counts the eager calls of every key under ``jit_compile="auto"``."""
+    ``seen`` counts the eager calls of every key under ``jit_compile="auto"``; ``graphs`` holds the
+    shape-polymorphic graphs (:class:`_Graph`) by (method name, flags, relaxed specs), traced where
+    ``tracing`` is set (the construction's warm-up)."""
 
     def __init__(self):
         self.functions: dict = {}
         self.seen: dict = {}
+        self.graphs: dict = {}
+        self.tracing = False
         self.keras = None
         self.embeddings = None  # the Keras view get_input_embeddings returns
 
@@ -126,6 +154,7 @@ class _CompiledCache:
         self.wait()
         self.functions.clear()
         self.seen.clear()
+        self.graphs.clear()
 
     def wait(self) -> None:
         """Wait for the background compiles to finish."""
@@ -145,6 +174,16 @@ class _CompiledCache:
             self.functions[key] = compiled = _Compiled(method, flags)
             compiled.start(dict(tensors))
         return None
+
+    def graph(self, method, flags, tensors):
+        """The shape-polymorphic graph of this call's method, flags and input dtypes, or ``None`` (run eagerly):
+        traced now if :attr:`tracing`."""
+        specs = _Graph.specs(tensors)
+        key = (method.__name__, tuple(sorted(flags.items())), tuple(sorted(specs.items(), key=lambda kv: kv[0])))
+        graph = self.graphs.get(key)
+        if graph is None and self.tracing:
+            graph = self.graphs[key] = _Graph(method, flags, specs)
+        return graph
 
 
 def _recording() -> bool:
@@ -300,13 +339,15 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
         call to report."""
         if not self.serving_inputs or not tf.executing_eagerly() or tf.distribute.has_strategy():
             return
-        mode, self._jit_compile = self._jit_compile, False
+        graphs = self._jit_compile == "auto" and self.polymorphic_graphs
+        mode, self._jit_compile, self._compiled.tracing = self._jit_compile, "auto" if graphs else False, graphs
         try:
             self(**self.dummy_inputs)
         except Exception:  # noqa: BLE001 - only a warm-up
             pass
         finally:
-            self._jit_compile = mode
+            self._jit_compile, self._compiled.tracing = mode, False
+            self._compiled.seen.clear()  # the dummy call counts for no shape
 
     # ------------------------------------------------------------------ canonical state <-> variables
     @staticmethod
@@ -619,6 +660,8 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
                    tuple((name, tuple(t.shape), t.dtype.name) for name, t in tensors.items()))
             if mode == "auto":
                 compiled = self._compiled.auto(key, method, arguments, tensors, self.xla_after)
+                if compiled is None and self.polymorphic_graphs:
+                    compiled = self._compiled.graph(method, arguments, tensors)
             else:
                 compiled = self._compiled.functions.get(key)
                 if compiled is None:
@@ -628,9 +671,10 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
 
     @property
     def jit_compile(self):
-        """How eager calls run: ``"auto"`` (the default: eagerly at first, so a new input shape costs no compile;
-        a shape called :attr:`xla_after` times compiles with XLA in a background thread, and its calls run the
-        compiled function once it is ready), ``True`` (XLA always, compiled at the first call of every shape and
+        """How eager calls run: ``"auto"`` (the default: a new input shape costs no compile: it runs the
+        shape-polymorphic graph traced at construction (:attr:`polymorphic_graphs`; other methods and flags
+        eagerly); a shape called :attr:`xla_after` times compiles with XLA in a background thread, and its calls
+        run the compiled function once it is ready), ``True`` (XLA always, compiled at the first call of every shape and
         flag combination) or ``False`` (eagerly always). Under a recording ``tf.GradientTape`` ``"auto"`` stays
         eager; inside a ``tf.function`` or ``strategy.run`` the model traces or runs as the caller does."""
         return self._jit_compile
@@ -643,6 +687,11 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
 
     #: under ``jit_compile="auto"``: the call of one shape (and flags) that starts its background XLA compile
     xla_after = 2
+
+    #: under ``jit_compile="auto"``: the construction traces ``__call__`` (default flags, the serving inputs'
+    #: dtypes) into one shape-polymorphic graph, which then runs every call of a shape not XLA-compiled yet
+    #: (faster than eager execution); other methods and flags run eagerly until XLA-compiled
+    polymorphic_graphs = True
 
     def _resolve_flags(self, arguments, parameters) -> None:
         """The flags as Python values: output flags and ``return_dict`` not given (or ``None``) take the config's

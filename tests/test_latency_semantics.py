@@ -2,8 +2,9 @@
 
 Flax pads concrete inputs to shape buckets (``clip_core.buckets``) and slices the outputs back: checked against
 transformers' Flax CLIP live at the caller's exact shapes, field by field, and by counting the traces of the jitted
-apply per bucket. TensorFlow runs new shapes eagerly and compiles a shape that repeats in a background thread:
-checked by counting the compiled functions (never by timing), and against the same call without XLA.
+apply per bucket. TensorFlow runs new shapes through one shape-polymorphic graph traced at construction and
+compiles a shape that repeats in a background thread: checked by counting the traces and compiled functions (never
+by timing), and against the same call run eagerly (whose values the other TF tests hold to transformers').
 """
 
 from __future__ import annotations
@@ -215,15 +216,20 @@ def _tf_model():
     return tf, TFCLIPModel(CONFIG, seed=3)
 
 
-def test_tf_auto_runs_new_shapes_eagerly_and_compiles_repeated_ones():
+def test_tf_auto_runs_new_shapes_in_one_graph_and_compiles_repeated_ones():
     tf, model = _tf_model()
     assert model.jit_compile == "auto" and model.xla_after == 2
+    (graph,) = model._compiled.graphs.values()  # traced by the construction's warm-up, unknown batch and length
+    assert graph.function.experimental_get_tracing_count() == 1
     ids, mask = _text(3, 11, eos_at=(10, 6, 3))
     pixels = _pixels(3)
     first = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)
     assert model._compiled.functions == {}, "the first call of a shape compiles nothing"
-    model(input_ids=ids[:2], pixel_values=pixels[:2], attention_mask=mask[:2])  # a new shape: eager again
-    assert model._compiled.functions == {}
+    short = model(input_ids=ids[:2, :6], pixel_values=pixels[:2], attention_mask=mask[:2, :6])  # a new shape
+    assert model._compiled.functions == {} and len(model._compiled.graphs) == 1
+    assert graph.function.experimental_get_tracing_count() == 1, "new shapes run the same graph, never retraced"
+    model.get_image_features(pixels)  # another method: eagerly (no graph of its own)
+    assert len(model._compiled.graphs) == 1
     second = model(input_ids=ids, pixel_values=pixels, attention_mask=mask)  # the second call starts a compile
     assert len(model._compiled.functions) == 1
     model._compiled.wait()
@@ -236,6 +242,10 @@ def test_tf_auto_runs_new_shapes_eagerly_and_compiles_repeated_ones():
     for out in (first, second, third):
         assert_close(out.logits_per_text.numpy(), eager.logits_per_text.numpy(), STATE_TOL, "logits")
         assert_close(out.text_embeds.numpy(), eager.text_embeds.numpy(), EMBED_TOL, "text_embeds")
+    eager_short = model(input_ids=ids[:2, :6], pixel_values=pixels[:2], attention_mask=mask[:2, :6])
+    for key in ("logits_per_text", "text_embeds", "image_embeds"):
+        assert_close(short[key].numpy(), eager_short[key].numpy(), STATE_TOL, f"{key} at a new shape")
+    assert short.text_model_output.last_hidden_state.shape == (2, 6, CONFIG.text_config.hidden_size)
     with pytest.raises(ValueError, match="jit_compile"):
         model.jit_compile = "xla"
 
