@@ -1,14 +1,16 @@
 """End-to-end ``triclip embed`` of JPEG files against the model alone and against a clip-retrieval-style loop.
 
-Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--ray]``. One process, ViT-B/32 shapes
-(random weights), photo-sized JPEG files written to a temporary folder. Measured, alternately, medians over repeats:
+Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--backend pt|tf|flax] [--ray]``. One
+process, ViT-B/32 shapes (random weights), photo-sized JPEG files written to a temporary folder. Measured,
+alternately, medians over repeats:
 
-- ``model-only``: triclip's ``get_image_features`` on pre-decoded, preprocessed tensors (the ceiling);
-- ``triclip-embed``: :func:`clip_core.tasks.embed_corpus` from the files to parquet shards (decode, preprocess,
-  model, write);
+- ``model-only``: triclip's ``get_image_features`` of ``--backend`` on pre-decoded, preprocessed tensors (the
+  ceiling of that backend);
+- ``triclip-embed``: :func:`clip_core.tasks.embed_corpus` on ``--backend`` from the files to parquet shards
+  (decode, preprocess, model, write);
 - ``clip-retrieval-style``: transformers' ``CLIPModel`` fed by a ``torch.utils.data.DataLoader`` whose dataset opens
   each file with PIL and runs transformers' ``CLIPImageProcessor`` (``num_workers`` = CPUs), features normalised and
-  collected, as clip-retrieval's inference loop does;
+  collected, as clip-retrieval's inference loop does (always PyTorch: clip-retrieval's own framework);
 - with ``--ray``: the Ray engine on this machine (one model actor holding every CPU), against the local engine, both
   including model loading.
 
@@ -44,14 +46,21 @@ def _write_jpegs(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def _model_folder(folder: Path, seed: int = 0):
-    """ViT-B/32 shapes, random weights: triclip's model, saved (safetensors + preprocessing) for loaders."""
+def _model_folder(folder: Path, seed: int = 0, backend: str = "pt"):
+    """ViT-B/32 shapes, random weights: triclip's model, saved (safetensors + preprocessing) for loaders; the
+    model of ``backend`` loaded from that folder."""
     from clip_core import CLIPConfig, CLIPImageProcessor
     from clip_pt import CLIPModel
 
     model = CLIPModel(CLIPConfig(), seed=seed).eval()
     model.save_pretrained(folder, overwrite=True)
     CLIPImageProcessor().save_pretrained(folder)
+    if backend == "tf":
+        from clip_tf import TFCLIPModel
+        return TFCLIPModel.from_pretrained(folder)
+    if backend == "flax":
+        from clip_flax import FlaxCLIPModel
+        return FlaxCLIPModel.from_pretrained(folder)
     return model
 
 
@@ -86,9 +95,9 @@ def _clip_retrieval_style(folder: Path, paths, batch: int, workers: int):
 
 
 def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, workers: int | None = None,
-        ray_only: bool = False):
+        ray_only: bool = False, backend: str = "pt"):
     """Rows of images/second per candidate and the ratios; see the module docstring (``ray_only``: only the Ray
-    and local engines)."""
+    and local engines; ``backend``: triclip's, for the model-only, embed and engine rows)."""
     import torch
 
     from clip_core import CLIPImageProcessor
@@ -101,7 +110,7 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
     tmp = Path(tempfile.mkdtemp(prefix="triclip-bench-embed-"))
     try:
         paths = _write_jpegs(tmp / "images", count)
-        model = _model_folder(tmp / "model")
+        model = _model_folder(tmp / "model", backend=backend)
         from PIL import Image
 
         processor = CLIPImageProcessor()
@@ -116,8 +125,8 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
         def triclip_embed():
             out = tmp / "embed"
             shutil.rmtree(out, ignore_errors=True)
-            embed_corpus(corpus, out, tmp / "model", batch_size=batch, shard_size=count, workers=workers,
-                         model=model)
+            embed_corpus(corpus, out, tmp / "model", backend=backend, batch_size=batch, shard_size=count,
+                         workers=workers, model=model)
             outputs["triclip-embed"] = read_embeddings(out)["embedding"]
 
         candidates = {} if ray_only else {"model-only": model_only, "triclip-embed": triclip_embed}
@@ -137,13 +146,14 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
             def local_with_load():
                 out = tmp / "local"
                 shutil.rmtree(out, ignore_errors=True)
-                embed_corpus(corpus, out, tmp / "model", batch_size=batch, shard_size=max(1, count // 2),
-                             workers=workers)
+                embed_corpus(corpus, out, tmp / "model", backend=backend, batch_size=batch,
+                             shard_size=max(1, count // 2), workers=workers)
 
             def ray_engine():
                 out = tmp / "ray"
                 shutil.rmtree(out, ignore_errors=True)
-                embed_corpus_ray(corpus, out, tmp / "model", batch_size=batch, shard_size=max(1, count // 2),
+                embed_corpus_ray(corpus, out, tmp / "model", backend=backend, batch_size=batch,
+                                 shard_size=max(1, count // 2),
                                  num_actors=1, cpus_per_actor=os.cpu_count(), workers=workers)
                 outputs["ray"] = read_embeddings(out)["embedding"]
 
@@ -166,7 +176,7 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
             ratios["ray / local (one machine)"] = rate["ray-engine+load"] / rate["local-engine+load"]
         reference = outputs.get("model-only", outputs.get("ray"))
         diffs = {name: float(np.abs(out - reference).max()) for name, out in outputs.items()}
-        rows.append({"name": "ratios", **ratios, "max_abs_diff_vs_model_only": diffs, "cpus": os.cpu_count(),
+        rows.append({"name": "ratios", "backend": backend, **ratios, "max_abs_diff_vs_model_only": diffs, "cpus": os.cpu_count(),
                      "torch_threads": torch.get_num_threads(), "workers": workers})
         return rows
     finally:
@@ -212,6 +222,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="preprocessing threads / DataLoader workers")
+    parser.add_argument("--backend", choices=("pt", "tf", "flax"), default="pt",
+                        help="triclip's backend (the clip-retrieval-style loop is PyTorch in every case)")
     parser.add_argument("--ray", action="store_true", help="also time the Ray engine on this machine")
     parser.add_argument("--ray-only", action="store_true", help="time only the Ray and local engines")
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
@@ -222,7 +234,8 @@ def main(argv=None) -> None:
     if args.retrieval:
         print(json.dumps(retrieval_memory(args.retrieval, args.dim)))
         return
-    rows = run(args.count, args.batch, args.repeats, args.ray or args.ray_only, args.workers, args.ray_only)
+    rows = run(args.count, args.batch, args.repeats, args.ray or args.ray_only, args.workers, args.ray_only,
+               args.backend)
     for row in rows:
         print(json.dumps(row))
     if args.json:
