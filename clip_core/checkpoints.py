@@ -406,7 +406,8 @@ def _config_to_write(config, arch: str):
 
 def save_checkpoint(directory: str | os.PathLike, config, state: Mapping[str, np.ndarray], *,
                     formats: str | Sequence[str] = "safetensors", arch: str = "clip", overwrite: bool = False,
-                    max_shard_size: int | str | None = None, remove_stale: bool = True) -> None:
+                    max_shard_size: int | str | None = None, remove_stale: bool = True,
+                    allow_missing: bool = False) -> None:
     """Write ``config.json`` and the weights in each of ``formats`` into ``directory`` in one commit.
 
     Args:
@@ -426,12 +427,17 @@ def save_checkpoint(directory: str | os.PathLike, config, state: Mapping[str, np
         arch: one of :data:`clip_core.weights.ARCHITECTURES`.
         max_shard_size: shard safetensors / PyTorch files above this size (``"2GB"``, an int of bytes), with
             transformers' ``*.index.json``; TF and Flax files are always written whole.
+        allow_missing: write a ``state`` that lacks some parameters (as transformers' ``save_pretrained`` with
+            ``params=`` / ``state_dict=`` does): only the tensors it holds are written, each still checked for
+            name, shape and dtype; a state holding none of the parameters is refused.
     """
     formats = normalise_formats(formats)
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     config = config_for_arch(config, arch, state)
     table = param_table(config, arch)
+    if allow_missing and any(name in state for name in table):
+        table = {name: spec for name, spec in table.items() if name in state}
     validate_state(state, table, where="the state to save")
     max_bytes = parse_size(max_shard_size)
     stale = (lambda name: bool(WEIGHT_FILE.match(name))) if remove_stale else (lambda name: False)

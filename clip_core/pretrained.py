@@ -220,8 +220,9 @@ class PretrainedMixin:
         ``format`` is ``"safetensors"`` (default), ``"pytorch"``, ``"tf"``, ``"flax"``, ``"all"`` or a list. The
         weights keep the model's dtype (a bfloat16 or float16 model writes bfloat16 or float16 tensors; the TF and
         Flax files widen bfloat16 to float32) and ``config.json`` records it as ``dtype``, as transformers does.
-        ``state_dict=`` writes that state (canonical names) instead of the model's; transformers' switches that
-        change nothing here (``is_main_process``, ``push_to_hub=False``, ``save_function``...) are accepted.
+        ``state_dict=`` writes that state (canonical names) instead of the model's, only the tensors it holds when
+        it lacks some, as transformers does (names, shapes and dtypes are still checked); transformers' switches
+        that change nothing here (``is_main_process``, ``push_to_hub=False``, ``save_function``...) are accepted.
         """
         if "safe_serialization" in kwargs:  # transformers' spelling
             format = "safetensors" if kwargs.pop("safe_serialization") else "pytorch"
@@ -243,8 +244,9 @@ class PretrainedMixin:
             state = checkpoints.cast_state(state, dtype)
         config = type(self.config).from_dict(self.config.to_dict())
         config.dtype = dtype
-        checkpoints.save_checkpoint(save_directory, config, state, formats=format,
-                                    arch=self.arch, overwrite=overwrite, max_shard_size=max_shard_size)
+        checkpoints.save_checkpoint(save_directory, config, state, formats=format, arch=self.arch,
+                                    overwrite=overwrite, max_shard_size=max_shard_size,
+                                    allow_missing=state_dict is not None)
         self._after_save(save_directory, **extra)
 
     #: save_pretrained keyword arguments a backend handles itself (in :meth:`_after_save`)

@@ -13,6 +13,7 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -26,7 +27,7 @@ from clip_core.modeling_utils import (check_attention_mask, check_position_ids, 
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
 from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
-from clip_core.weights import from_flax_tree, to_flax_tree
+from clip_core.weights import flatten_tree, flax_path, from_flax_tree, to_flax_tree
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -480,16 +481,43 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         model._params, model._is_initialized = params, True
         return model
 
-    def export_state(self, params=None) -> dict[str, np.ndarray]:
-        """``params`` (default ``self.params``) as a canonical state: numpy, PyTorch names and layouts."""
+    def export_state(self, params=None, *, allow_missing: bool = False) -> dict[str, np.ndarray]:
+        """``params`` (default ``self.params``) as a canonical state: numpy, PyTorch names and layouts.
+
+        Every leaf must be an array (``TypeError`` naming its path otherwise) at a path of the model's tree, with
+        its parameter's shape and a float dtype (:class:`~clip_core.weights.StateMismatchError` otherwise). With
+        ``allow_missing``, a tree lacking some parameters gives a state lacking them (a tree holding none of them
+        is still refused)."""
         tree = jax.device_get(self.params if params is None else params)
-        return from_flax_tree(tree, self.param_table(self.config))
+        if not isinstance(tree, Mapping):
+            raise TypeError(f"params must be a nested dict of arrays (the model's tree), got a {type(tree).__name__}")
+        present = set()
+        for path, leaf in flatten_tree(tree):
+            if not isinstance(leaf, (np.ndarray, np.generic)):
+                raise TypeError(f"params leaf {'/'.join(path)} is a {type(leaf).__name__}, not an array")
+            present.add(path)
+        table = self.param_table(self.config)
+        if allow_missing:
+            table = {name: spec for name, spec in table.items() if flax_path(spec) in present} or table
+        return from_flax_tree(tree, table, where="the params to save")
 
     def save_pretrained(self, save_directory, format="safetensors", *, params=None, **kwargs) -> None:
-        """Write ``config.json`` and the weights in ``format`` (see :class:`PretrainedMixin`); ``params=`` saves
-        those parameters instead of ``self.params``, as in transformers."""
+        """Write ``config.json`` and the weights in ``format`` (see :class:`PretrainedMixin`).
+
+        ``params=`` saves that tree instead of ``self.params``, as transformers does: a tree lacking some weights
+        is written without them (``from_pretrained`` initialises them, with ``_do_init=False`` leaves them out); a
+        leaf that is not an array, is mis-shaped, has a non-float dtype or a path the model lacks is refused
+        (:meth:`export_state`), nothing written. ``safe_serialization=False`` writes ``flax_model.msgpack`` and
+        ``True`` ``model.safetensors``, as in transformers' Flax classes."""
+        if "safe_serialization" in kwargs:  # transformers' Flax spelling: msgpack or safetensors
+            format = "safetensors" if kwargs.pop("safe_serialization") else "flax"
+        if params is None:
+            return super().save_pretrained(save_directory, format=format, **kwargs)
+        if "state_dict" in kwargs:
+            raise TypeError("save_pretrained takes params= or state_dict=, not both")
+        kwargs["state_dict"] = self.export_state(params, allow_missing=True)
         own = self._params
-        self._params = own if params is None else params
+        self._params = params  # the dtype recorded is that of the tree saved (a _do_init=False model has none)
         try:
             super().save_pretrained(save_directory, format=format, **kwargs)
         finally:

@@ -197,7 +197,7 @@ def test_module_classes_apply_as_transformers_modules(index):
 # ---------------------------------------------------------------------------------------------- _do_init=False
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_do_init_false_leaves_missing_weights_out(tmp_path, index, caplog):
-    """A checkpoint lacking a weight (written by transformers: triclip refuses to save one), loaded with
+    """A checkpoint lacking a weight (written by transformers' ``save_pretrained(params=...)``), loaded with
     ``_do_init=False``: the weight stays out of the returned ``params``, with transformers' warning, and
     ``init_weights(key, shape, params=params)`` fills it, as in transformers; a plain load fills it at once."""
     ours_cls, theirs_cls, config, their_config_cls, _ = _module_cases()[index]
@@ -223,17 +223,111 @@ def test_do_init_false_leaves_missing_weights_out(tmp_path, index, caplog):
     assert set(flatten_dict(ours_cls.from_pretrained(tmp_path).params)) == set(flat)
 
 
-def test_saving_params_that_lack_a_weight_is_refused(tmp_path, pair):
-    """transformers writes such a checkpoint; triclip names the missing weight and writes nothing."""
+def _partial(tree, dropped):
+    from flax.traverse_util import unflatten_dict
+    return unflatten_dict({k: v for k, v in flatten_dict(tree).items() if k != dropped})
+
+
+@pytest.mark.parametrize("safe", [False, True], ids=["msgpack", "safetensors"])
+def test_save_params_lacking_a_weight_as_transformers(tmp_path, pair, safe):
+    """``save_pretrained(dir, params=tree lacking a weight)`` writes the weights the tree holds, as transformers'
+    ``FlaxCLIPModel`` does with the same tree (the same msgpack keys; a safetensors file under PyTorch names, the
+    ones transformers' ``CLIPModel`` has, less the dropped one); reloading either folder gives the same result:
+    the dropped weight left out with ``_do_init=False``, newly initialised by a plain load, the others as saved."""
+    from flax.serialization import msgpack_restore
+    from safetensors import safe_open
+    ours, theirs = pair
+    dropped = ("text_projection", "kernel")
+    partial = _partial(theirs.params, dropped)
+    kept = {k: v for k, v in flatten_dict(theirs.params).items() if k != dropped}
+    theirs.save_pretrained(tmp_path / "theirs", params=partial, safe_serialization=safe)
+    ours.save_pretrained(tmp_path / "ours", params=partial, safe_serialization=safe)
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "theirs").iterdir())
+    if safe:
+        with safe_open(tmp_path / "ours" / "model.safetensors", "np") as handle:
+            keys = set(handle.keys())
+        pt_names = transformers.CLIPModel(transformers.CLIPConfig.from_dict(CONFIG.to_dict())).state_dict()
+        assert keys == set(pt_names) - {"text_projection.weight"}
+    else:
+        def msgpack_keys(folder):
+            return set(flatten_dict(msgpack_restore((folder / "flax_model.msgpack").read_bytes())))
+        assert msgpack_keys(tmp_path / "ours") == msgpack_keys(tmp_path / "theirs") == set(kept)
+    for folder in ("ours", "theirs"):
+        model, params = FlaxCLIPModel.from_pretrained(tmp_path / folder, _do_init=False)
+        assert set(flatten_dict(params)) == set(kept), folder
+        if folder == "ours":  # saved again by the model that holds no parameters, as transformers' test does
+            model.save_pretrained(tmp_path / "again", params=params, safe_serialization=safe)
+            _, params = FlaxCLIPModel.from_pretrained(tmp_path / "again", _do_init=False)
+            assert set(flatten_dict(params)) == set(kept)
+        full = flatten_dict(FlaxCLIPModel.from_pretrained(tmp_path / folder).params)
+        their_full = flatten_dict(transformers.FlaxCLIPModel.from_pretrained(tmp_path / folder).params)
+        assert {k: v.shape for k, v in full.items()} == {k: v.shape for k, v in their_full.items()}, folder
+        for key, value in kept.items():
+            np.testing.assert_array_equal(np.asarray(full[key]), np.asarray(value))
+            np.testing.assert_array_equal(np.asarray(their_full[key]), np.asarray(value))
+    if not safe:  # transformers' Flax loader reads a PyTorch-named file only with _do_init=True
+        _, their_params = transformers.FlaxCLIPModel.from_pretrained(tmp_path / "ours", _do_init=False)
+        assert set(flatten_dict(their_params)) == set(kept)
+
+
+def test_save_refuses_a_misshaped_weight(tmp_path, pair):
+    """transformers writes a tree holding a weight at the wrong shape and then cannot load it (a ``ValueError``);
+    triclip refuses it at the save, naming the weight and both shapes, and writes nothing (with a weight missing
+    too)."""
+    from flax.traverse_util import unflatten_dict
+
+    from clip_core.weights import StateMismatchError
+    ours, theirs = pair
+    flat = flatten_dict(_partial(theirs.params, ("logit_scale",)))
+    flat[("text_projection", "kernel")] = jnp.zeros((3, 5))
+    bad = unflatten_dict(flat)
+    theirs.save_pretrained(tmp_path / "theirs", params=bad)
+    with pytest.raises(ValueError):
+        transformers.FlaxCLIPModel.from_pretrained(tmp_path / "theirs")
+    with pytest.raises(StateMismatchError, match=r"text_projection.weight: expected \(8, 16\), found \(5, 3\)"):
+        ours.save_pretrained(tmp_path / "ours", params=bad, safe_serialization=False)
+    assert not (tmp_path / "ours").exists()
+
+
+@pytest.mark.parametrize("case", ["unknown", "int", "not_an_array", "empty"])
+def test_save_refuses_params_that_are_not_weights(tmp_path, pair, case):
+    """What would make a wrong file is refused, naming it, nothing written: a path the model lacks (transformers
+    writes it and drops it at the load; under PyTorch names it has no name), a non-float weight, a leaf that is not
+    an array, a tree holding none of the weights."""
     from flax.traverse_util import unflatten_dict
 
     from clip_core.weights import StateMismatchError
     ours, _ = pair
     flat = flatten_dict(ours.params)
-    partial = unflatten_dict({k: v for k, v in flat.items() if k != ("text_projection", "kernel")})
-    with pytest.raises(StateMismatchError, match="text_projection.weight"):
-        ours.save_pretrained(tmp_path / "out", params=partial)
-    assert not (tmp_path / "out").exists()
+    kernel = ("text_projection", "kernel")
+    flat = {"unknown": {**flat, ("text_model", "extra", "kernel"): jnp.zeros((2, 2))},
+            "int": {**flat, kernel: jnp.zeros(flat[kernel].shape, jnp.int32)},
+            "not_an_array": {**flat, ("logit_scale",): "2.66"},
+            "empty": {}}[case]
+    error, match = {"unknown": (StateMismatchError, "text_model/extra/kernel"),
+                    "int": (TypeError, "text_projection.weight has dtype int32"),
+                    "not_an_array": (TypeError, "logit_scale is a str, not an array"),
+                    "empty": (StateMismatchError, "46 missing")}[case]
+    for fmt in ("flax", "safetensors"):
+        with pytest.raises(error, match=match):
+            ours.save_pretrained(tmp_path / "out", format=fmt, params=unflatten_dict(flat))
+        assert not (tmp_path / "out").exists()
+
+
+def test_save_pytorch_state_dict_lacking_a_weight_as_transformers(tmp_path):
+    """The same shared save path for PyTorch: ``save_pretrained(state_dict=partial)`` writes the tensors it holds,
+    as transformers' ``CLIPModel`` does (the same safetensors keys and values)."""
+    import clip_pt
+    from safetensors.numpy import load_file
+    theirs = transformers.CLIPModel(transformers.CLIPConfig.from_dict(CONFIG.to_dict()))
+    partial = {k: v for k, v in theirs.state_dict().items() if k != "visual_projection.weight"}
+    theirs.save_pretrained(tmp_path / "theirs", state_dict=partial)
+    clip_pt.CLIPModel(CONFIG).save_pretrained(tmp_path / "ours", state_dict=partial)
+    a, b = load_file(tmp_path / "ours" / "model.safetensors"), load_file(tmp_path / "theirs" / "model.safetensors")
+    assert sorted(a) == sorted(b) == sorted(partial)
+    for key in b:
+        np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_checkpointed_outputs_equal_and_nest_as_transformers(pair):
