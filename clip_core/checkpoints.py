@@ -368,7 +368,8 @@ def load_for_model(path_or_repo: str | os.PathLike, *, arch: str, config=None, f
     Not ``strict`` (the default), the weights are fitted as transformers does (:func:`clip_core.weights.fit_state`):
     missing parameters newly initialised, unexpected tensors dropped, mis-shaped ones a
     :class:`StateMismatchError` (a ``ValueError`` and a ``RuntimeError``) unless ``ignore_mismatched_sizes``, which
-    initialises them anew; a checkpoint sharing no parameter with the model always raises. ``strict`` is
+    initialises them anew; a checkpoint sharing no parameter with the model gives, as in transformers, a newly
+    initialised state (every parameter missing; strict, it raises). ``strict`` is
     :func:`load_checkpoint`'s rule (only the other CLIP parts a tower does not use are dropped, and a classifier
     head a CLIP checkpoint lacks is initialised). The :class:`~clip_core.weights.LoadReport` says what was done;
     nothing is logged here. Other arguments as :func:`load_checkpoint` (``subfolder`` too).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -107,6 +108,10 @@ class PretrainedMixin:
     """``from_pretrained`` / ``save_pretrained`` / random init for any backend, through the canonical state."""
 
     arch: str = "clip"
+    #: transformers' patterns (``re.search`` on the PyTorch names) of missing / unexpected tensors a load neither
+    #: warns about nor reports; ``None``, as in transformers' CLIP classes (a subclass may set them)
+    _keys_to_ignore_on_load_missing: list | None = None
+    _keys_to_ignore_on_load_unexpected: list | None = None
 
     @property
     def config_class(self):
@@ -154,7 +159,8 @@ class PretrainedMixin:
         warning naming them (logger ``clip_core.pretrained``, transformers' texts for the backend); mis-shaped
         tensors raise :class:`clip_core.weights.StateMismatchError` (a ``ValueError`` and a ``RuntimeError``)
         unless ``ignore_mismatched_sizes=True``, which initialises them anew with a warning naming each with both
-        shapes. A checkpoint sharing no parameter with the model always raises. ``strict=True`` raises
+        shapes. A checkpoint sharing no parameter with the model gives, as in transformers, a newly initialised
+        model (every parameter reported missing, the file's tensors unexpected). ``strict=True`` raises
         :class:`~clip_core.weights.StateMismatchError` for any missing, unexpected or mis-shaped tensor (only the
         other CLIP parts a tower does not use are dropped, and a classifier head a CLIP checkpoint lacks is
         initialised). ``output_loading_info=True`` also returns what was done, keyed as transformers keys it for
@@ -207,6 +213,8 @@ class PretrainedMixin:
             dtype = config.dtype
             kwargs.pop("torch_dtype", None)
         model = cls._from_state(config, state, dtype=dtype, **kwargs)
+        report.missing = _not_ignored(report.missing, cls._keys_to_ignore_on_load_missing)
+        report.unexpected = _not_ignored(report.unexpected, cls._keys_to_ignore_on_load_unexpected)
         info = _loading_info(cls, report, cls.param_table(config))
         _log_loading(cls, report, info, pretrained_model_name_or_path, config)
         if output_loading_info:
@@ -326,6 +334,13 @@ def _flax_key(spec: ParamSpec, from_torch: bool) -> tuple:
     if from_torch:
         parts[-1] = {"weight": "kernel", "gamma": "weight", "beta": "bias"}.get(parts[-1], parts[-1])
     return tuple(parts)
+
+
+def _not_ignored(names: list, patterns) -> list:
+    """``names`` less those matching one of transformers' ``_keys_to_ignore_on_load_*`` ``patterns``."""
+    if not patterns:
+        return names
+    return [name for name in names if not any(re.search(pattern, name) for pattern in patterns)]
 
 
 def _loading_info(cls, report: LoadReport, table) -> dict:

@@ -161,6 +161,10 @@ class StateMismatchError(ValueError, RuntimeError):
 _SHOWN = 20
 
 
+#: The last line of a strict refusal of weights that share no parameter with the model.
+_NOTHING_SHARED = "it shares no parameter with the model: these are not this model's weights"
+
+
 def _names(names: list[str]) -> str:
     """The first :data:`_SHOWN` names (each cut to 200 characters), then how many more."""
     shown = ", ".join(name if len(name) <= 200 else name[:200] + "..." for name in names[:_SHOWN])
@@ -169,13 +173,15 @@ def _names(names: list[str]) -> str:
 
 def validate_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], *, where: str = "",
                    allow_unexpected: bool = False) -> None:
-    """Raise :class:`StateMismatchError` listing every missing, unexpected and mis-shaped parameter at once."""
+    """Raise :class:`StateMismatchError` listing every missing, unexpected and mis-shaped parameter at once (saying
+    so when the state shares no parameter with the table at all)."""
     missing = [name for name in table if name not in state]
     unexpected = [] if allow_unexpected else [name for name in state if name not in table]
     mismatched = [(name, spec.shape, tuple(np.shape(state[name])))
                   for name, spec in table.items() if name in state and tuple(np.shape(state[name])) != spec.shape]
     if missing or unexpected or mismatched:
-        raise StateMismatchError(missing, unexpected, mismatched, where)
+        disjoint = bool(table) and bool(state) and not any(name in state for name in table)
+        raise StateMismatchError(missing, unexpected, mismatched, where, hint=_NOTHING_SHARED if disjoint else "")
     for name in table:
         if not np.issubdtype(np.asarray(state[name]).dtype, np.floating) and \
                 np.asarray(state[name]).dtype.name not in ("bfloat16",):
@@ -214,7 +220,8 @@ def fit_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], c
     Missing parameters are newly initialised (:func:`init_state` of those names only, seeded by ``seed``);
     unexpected tensors are dropped; mis-shaped ones raise :class:`StateMismatchError` unless
     ``ignore_mismatched_sizes``, which re-initialises them. New values take the dtype of the loaded ones.
-    A state sharing no parameter with the table raises :class:`StateMismatchError` (never a silently random model).
+    A state sharing no parameter with the table gives, as in transformers, a newly initialised state (float32),
+    every parameter reported missing and every tensor unexpected (strict loads raise: :func:`validate_state`).
     """
     missing = [name for name in table if name not in state]
     unexpected = [name for name in state if name not in table and not _is_buffer(name)]
@@ -225,11 +232,8 @@ def fit_state(state: Mapping[str, np.ndarray], table: Mapping[str, ParamSpec], c
                                  hint="pass ignore_mismatched_sizes=True to initialise them anew instead")
     fresh = set(missing) | {name for name, _, _ in mismatched}
     loaded = [name for name in table if name not in fresh]
-    if not loaded:
-        raise StateMismatchError(missing, unexpected, [(n, e, f) for n, f, e in mismatched], where,
-                                 hint="the checkpoint shares no parameter with the model: it is not this model's")
     validate_state({name: state[name] for name in loaded}, {name: table[name] for name in loaded}, where=where)
-    dtype = np.asarray(state[loaded[0]]).dtype
+    dtype = np.asarray(state[loaded[0]]).dtype if loaded else np.dtype(np.float32)  # nothing loaded: the default
     new = init_state(config, arch, seed, dtype=dtype, names=fresh) if fresh else {}
     fitted = {name: new[name] if name in fresh else state[name] for name in table}
     return fitted, LoadReport(missing, unexpected, mismatched)
