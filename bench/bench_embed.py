@@ -176,8 +176,8 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
             ratios["ray / local (one machine)"] = rate["ray-engine+load"] / rate["local-engine+load"]
         reference = outputs.get("model-only", outputs.get("ray"))
         diffs = {name: float(np.abs(out - reference).max()) for name, out in outputs.items()}
-        rows.append({"name": "ratios", "backend": backend, **ratios, "max_abs_diff_vs_model_only": diffs, "cpus": os.cpu_count(),
-                     "torch_threads": torch.get_num_threads(), "workers": workers})
+        rows.append({"name": "ratios", "backend": backend, **ratios, "max_abs_diff_vs_model_only": diffs,
+                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "workers": workers})
         return rows
     finally:
         if ray:

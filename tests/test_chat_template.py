@@ -14,10 +14,10 @@ from clip_core.text.tool_schema import ToolSchemaError, function_schema
 from clip_core.tokenizer import CLIPTokenizer, CLIPTokenizerFast
 
 from tests.conftest import shared_path
+from tests.test_tokenizer_api import pair  # noqa: F401 - the fixture: ours and transformers' tokenizer, each class
 
 transformers = pytest.importorskip("transformers")
 jinja2 = pytest.importorskip("jinja2")
-PAIRS = [(CLIPTokenizer, "CLIPTokenizer"), (CLIPTokenizerFast, "CLIPTokenizerFast")]
 
 CHAT = [
     {"role": "system", "content": "You are a helpful bot."},
@@ -83,14 +83,6 @@ FULL = """{{- bos_token }}
 {%- endif %}
 {{- "|" ~ (messages | length) ~ "|" ~ (messages | map(attribute='role') | join(',')) ~ "|" ~ "x".upper() }}
 {{- date_string | default('no date') }}"""
-
-
-@pytest.fixture(scope="module", params=PAIRS, ids=lambda p: p[1])
-def pair(request):
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    ours, name = request.param
-    folder = shared_path("data", "clip-bpe")
-    return ours.from_pretrained(folder), getattr(transformers, name).from_pretrained(folder, model_max_length=77)
 
 
 @pytest.fixture(scope="module")
