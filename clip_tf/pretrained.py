@@ -5,8 +5,8 @@ per method, flags and input specs, cached per model (``jit_compile``: compiled i
 repeats, by default).
 
 The base class also carries transformers' TF model API (Keras' and ``TFPreTrainedModel``'s methods: weights,
-embeddings, serving, datasets): the file is over 700 lines because that API lives on the one base class, as in
-transformers, and the backends' mirrored layout (the same files in each) leaves it no TensorFlow-only file.
+serving, datasets; the embedding methods come from :mod:`clip_tf.embedding_api`). The caches of compiled functions
+that calls run through are in :mod:`clip_tf.compiled`.
 
 The model math, the modules and the public model classes that subclass :class:`TFCLIPPreTrainedModel`, is in
 :mod:`clip_tf.modeling`.
@@ -15,7 +15,6 @@ The model math, the modules and the public model classes that subclass :class:`T
 from __future__ import annotations
 
 import inspect
-import threading
 from typing import Mapping
 
 import numpy as np
@@ -27,11 +26,8 @@ from clip_core.modeling_utils import (_is_integer_dtype, check_attention_mask, c
 from clip_core.outputs import ModelOutput
 from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
-
-try:  # whether a GradientTape records (no public API)
-    from tensorflow.python.eager.record import could_possibly_record as _could_possibly_record
-except ImportError:  # pragma: no cover - another TensorFlow layout: assume no tape
-    _could_possibly_record = None
+from clip_tf.compiled import _Compiled, _CompiledCache, _in_replica_context, _recording
+from clip_tf.embedding_api import _EmbeddingsAPI
 
 _TENSOR_ARGS = ("input_ids", "pixel_values", "attention_mask", "position_ids", "labels")
 _INT_ARGS = ("input_ids", "attention_mask", "position_ids", "labels")
@@ -59,143 +55,6 @@ def _to_tuple(out):
     if isinstance(out, ModelOutput):
         return tuple(_to_tuple(value) for value in out.values())
     return out
-
-
-# ---------------------------------------------------------------------------------------------- compiled calls
-class _Compiled:
-    """One XLA-compiled function for one (method, flags, input shapes and dtypes): traced once, never retraced.
-
-    Compiled at its first call (``jit_compile=True``), or in a background thread (:meth:`start`, ``"auto"``) while
-    the calls keep running eagerly until it is ready. A plain object, so that ``tf.saved_model.save`` and variable
-    tracking ignore it.
-    """
-
-    def __init__(self, method, flags):
-        def run(**tensors):  # outputs come back as they were built: tf.nest rebuilds them from (key, value) pairs
-            return method(**tensors, **flags)
-
-        self.function = tf.function(run, jit_compile=True, autograph=False, reduce_retracing=False)
-        self.concrete = None
-        self.thread = None
-        self.error = None
-
-    def __call__(self, tensors):
-        if self.concrete is None:  # calling the traced function directly skips tf.function's per-call dispatch
-            self.concrete = self.function.get_concrete_function(**tensors)
-        return self.concrete(**tensors)
-
-    def start(self, tensors) -> None:
-        """Trace and compile in a background thread: XLA compiles at a function's first run, so the thread runs it
-        once on ``tensors`` (a copy of the call that asked for it); :attr:`concrete` is set when that is done."""
-        def work():
-            try:
-                concrete = self.function.get_concrete_function(**tensors)
-                concrete(**tensors)
-                self.concrete = concrete
-            except Exception as error:  # noqa: BLE001 - the calls simply stay eager; kept for inspection
-                self.error = error
-
-        self.thread = threading.Thread(target=work, name="triclip-xla-compile")
-        self.thread.start()
-
-    @property
-    def ready(self) -> bool:
-        """Whether the compiled function can be called without compiling."""
-        return self.concrete is not None
-
-    @property
-    def pending(self) -> bool:
-        """Whether a background compile is running."""
-        return self.thread is not None and self.thread.is_alive()
-
-
-class _Graph:
-    """One shape-polymorphic graph (no XLA) for one (method, flags, input dtypes): batch and text length unknown
-    (``None``), so it is traced once and every new batch size or caption length runs it without tracing or
-    compiling. TensorFlow's graph optimiser fuses what eager execution runs op by op, so a call through it is
-    faster than the eager one; XLA's shape-specialised function stays faster for a shape that repeats."""
-
-    def __init__(self, method, flags, specs: dict):
-        def run(**tensors):
-            return method(**tensors, **flags)
-
-        self.function = tf.function(run, autograph=False)
-        self.concrete = self.function.get_concrete_function(**specs)
-
-    def __call__(self, tensors):
-        return self.concrete(**tensors)
-
-    @staticmethod
-    def specs(tensors) -> dict[str, tf.TensorSpec]:
-        """The relaxed specs of a call's tensors: every axis unknown but an image's channels and size."""
-        return {name: tf.TensorSpec([None] + (t.shape.as_list()[1:] if name == "pixel_values" else
-                                              [None] * (t.shape.rank - 1)), t.dtype)
-                for name, t in tensors.items()}
-
-
-class _CompiledCache:
-    """Compiled functions by (method name, flags, input specs), in a plain object that TensorFlow won't track
-    (also the Keras model of :meth:`TFCLIPPreTrainedModel.compile` and the layer of ``get_input_embeddings``, whose
-    own variables are not the model's, or are the model's seen again).
-    ``seen`` counts the eager calls of every key under ``jit_compile="auto"``; ``graphs`` holds the
-    shape-polymorphic graphs (:class:`_Graph`) by (method name, flags, relaxed specs), traced where
-    ``tracing`` is set (the construction's warm-up)."""
-
-    def __init__(self):
-        self.functions: dict = {}
-        self.seen: dict = {}
-        self.graphs: dict = {}
-        self.tracing = False
-        self.keras = None
-        self.embeddings = None  # the Keras view get_input_embeddings returns
-
-    def clear(self) -> None:
-        """Forget every compiled function (after a change that alters what they would compute)."""
-        self.wait()
-        self.functions.clear()
-        self.seen.clear()
-        self.graphs.clear()
-
-    def wait(self) -> None:
-        """Wait for the background compiles to finish."""
-        for compiled in list(self.functions.values()):
-            if compiled.thread is not None:
-                compiled.thread.join()
-
-    def auto(self, key, method, flags, tensors, after: int):
-        """``jit_compile="auto"``: the compiled function of ``key`` when it is ready, else ``None`` (run eagerly);
-        the ``after``-th call of a key starts its background compile (one at a time, so a burst of new shapes
-        never queues compiles behind each other: a later call of a waiting key starts it)."""
-        compiled = self.functions.get(key)
-        if compiled is not None and compiled.ready:
-            return compiled
-        count = self.seen[key] = self.seen.get(key, 0) + 1
-        if compiled is None and count >= after and not any(c.pending for c in self.functions.values()):
-            self.functions[key] = compiled = _Compiled(method, flags)
-            compiled.start(dict(tensors))
-        return None
-
-    def graph(self, method, flags, tensors):
-        """The shape-polymorphic graph of this call's method, flags and input dtypes, or ``None`` (run eagerly):
-        traced now if :attr:`tracing`."""
-        specs = _Graph.specs(tensors)
-        key = (method.__name__, tuple(sorted(flags.items())), tuple(sorted(specs.items(), key=lambda kv: kv[0])))
-        graph = self.graphs.get(key)
-        if graph is None and self.tracing:
-            graph = self.graphs[key] = _Graph(method, flags, specs)
-        return graph
-
-
-def _recording() -> bool:
-    """Whether a gradient tape is recording: a compiled function called there would compile its gradient at the
-    tape's first ``gradient`` call, so ``"auto"`` calls stay eager."""
-    return _could_possibly_record is not None and bool(_could_possibly_record())
-
-
-def _in_replica_context() -> bool:
-    """Inside ``strategy.run`` of a ``tf.distribute`` strategy: each replica runs on its own device, where a
-    function compiled for the first one cannot read the variables (XLA pins them to their device)."""
-    return tf.distribute.has_strategy() and tf.distribute.get_replica_context() is not None
 
 
 class _TrainableModule(tf.Module):
@@ -232,48 +91,8 @@ class _TrainableModule(tf.Module):
         return tuple(v for v in self.variables if id(v) not in keep)
 
 
-class _NoInputEmbeddings(NotImplementedError, AttributeError):
-    """A model without one token table or patch embedding: the ``NotImplementedError`` transformers' PyTorch models
-    raise, and the ``AttributeError`` its ``TFCLIPModel`` raises."""
-
-
-_EMBEDDING_LAYERS: dict = {}
-
-
-def _keras_embeddings(module):
-    """A tower's embeddings module as a Keras 2 layer (``tf_keras``, what transformers' TF models are made of): its
-    weights are the module's variables, calling it runs the module. The module itself without ``tf_keras``."""
-    try:
-        import tf_keras
-    except ImportError:
-        return module
-    text = hasattr(module, "weight")
-    if text not in _EMBEDDING_LAYERS:
-        class Embeddings(tf_keras.layers.Layer):
-            """A triclip tower's embeddings as a Keras 2 layer: the model's variables, the model's computation."""
-
-            def __init__(self, module):
-                super().__init__(name="embeddings", dtype=next(iter(module.params.values())).dtype.name)
-                self.module, self.built = module, True  # tracked: the layer's weights are the module's
-
-            if text:
-                weight = property(lambda self: self.module.weight, doc="The token table (a model variable).")
-
-                def call(self, input_ids=None, position_ids=None):
-                    """Token plus position embeddings ``[batch, seq, hidden]``."""
-                    return self.module(input_ids, position_ids)
-            else:
-                def call(self, pixel_values, interpolate_pos_encoding=False):
-                    """Class token and patch embeddings plus positions (resized for another image size)."""
-                    return self.module(pixel_values)
-
-        Embeddings.__name__ = Embeddings.__qualname__ = "TFCLIPTextEmbeddings" if text else "TFCLIPVisionEmbeddings"
-        _EMBEDDING_LAYERS[text] = Embeddings
-    return _EMBEDDING_LAYERS[text](module)
-
-
 # ---------------------------------------------------------------------------------------------- the base class
-class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
+class TFCLIPPreTrainedModel(PretrainedMixin, _EmbeddingsAPI, _TrainableModule):
     """Base of the TensorFlow CLIP models: variables from the parameter table, loading, saving and dispatch.
 
     ``TFCLIPModel(config, seed=None, dtype=None)`` builds a model with random weights following transformers'
@@ -390,79 +209,6 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
     def dtype(self) -> tf.DType:
         """The variables' dtype."""
         return next(iter(self.params.values())).dtype
-
-    def _embeddings(self):
-        """The tower embeddings of a text or vision model; :class:`_NoInputEmbeddings` for the others."""
-        if self.arch in ("text", "text_projection", "vision", "vision_projection"):
-            return (self.vision_model if self.text_config is None else self.text_model).embeddings
-        raise _NoInputEmbeddings(f"get_input_embeddings: {type(self).__name__} has two inputs (or none); use "
-                                 "model.text_model.embeddings or model.vision_model.embeddings")
-
-    def get_input_embeddings(self):
-        """The tower's embeddings (text and vision models), as transformers' TF models return them: a Keras 2 layer
-        (``tf_keras``, the module itself where it is not installed) holding the model's variables, with ``weight``
-        the token table (text models); calling it embeds ``input_ids`` or ``pixel_values``. ``TFCLIPModel`` and
-        ``TFCLIPForImageClassification`` have none (``NotImplementedError``, also an ``AttributeError``)."""
-        module = self._embeddings()
-        if self._compiled.embeddings is None:
-            self._compiled.embeddings = _keras_embeddings(module)
-        return self._compiled.embeddings
-
-    def set_input_embeddings(self, value) -> None:
-        """Replace the text tower's token table with ``value``, a ``[vocab_size, hidden_size]`` ``tf.Variable``
-        (used as is when of the model's dtype), tensor or array, or a layer with such a ``weight``;
-        ``config.vocab_size`` follows. Vision models: ``NotImplementedError`` (an ``AttributeError`` too, as in
-        transformers: their patch embedding is a convolution)."""
-        self._embeddings()  # the same errors
-        if self.text_config is None:
-            raise _NoInputEmbeddings(f"set_input_embeddings: {type(self).__name__} has no token table; its patch "
-                                     "kernel is model.params['vision_model.embeddings.patch_embedding.weight']")
-        name = "text_model.embeddings.token_embedding.weight"
-        old = self.params[name]
-        if not isinstance(value, (tf.Tensor, tf.Variable, np.ndarray)) and hasattr(value, "weight"):
-            value = value.weight
-        shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-        if len(shape) != 2 or shape[0] in (0, None) or shape[1] != old.shape[1]:
-            raise ValueError(f"set_input_embeddings needs a table of shape (vocab_size, {old.shape[1]}), got shape "
-                             f"{shape}")
-        if not (isinstance(value, tf.Variable) and value.dtype == old.dtype):
-            value = tf.Variable(tf.cast(value, old.dtype), name=old.name.split(":")[0], trainable=old.trainable)
-        self.text_config.vocab_size = int(shape[0])
-        self._replace_variable(name, value)
-
-    def resize_token_embeddings(self, new_num_tokens: int | None = None):
-        """Resize the text tower's token table to ``new_num_tokens`` rows, as transformers' TF models do: the old
-        rows kept, new rows drawn from a normal of std ``config.initializer_range`` truncated at two std
-        (TensorFlow's global generator: ``tf.random.set_seed`` controls it), ``config.vocab_size`` follows; returns
-        :meth:`get_input_embeddings`, or the table itself when the size is ``None`` or unchanged."""
-        self._embeddings()
-        if self.text_config is None:
-            raise _NoInputEmbeddings(f"{type(self).__name__} has no token embeddings to resize")
-        old = self.params["text_model.embeddings.token_embedding.weight"]
-        if new_num_tokens is None or int(new_num_tokens) == old.shape[0]:
-            return old
-        size, (rows, dim) = int(new_num_tokens), old.shape
-        if size <= 0:
-            raise ValueError(f"new_num_tokens must be positive, got {new_num_tokens}")
-        table = old[:size]
-        if size > rows:
-            new = tf.random.truncated_normal((size - rows, dim), stddev=self.text_config.initializer_range)
-            table = tf.concat([table, tf.cast(new, old.dtype)], axis=0)
-        self.set_input_embeddings(tf.Variable(table, name=old.name.split(":")[0], trainable=old.trainable))
-        return self.get_input_embeddings()
-
-    def _replace_variable(self, name: str, variable: tf.Variable) -> None:
-        """``variable`` in place of parameter ``name`` wherever the model and its modules hold it; the parameter
-        table follows the config, and the compiled functions (traced with the old variable) are dropped."""
-        old = self.params[name]
-        for params in [self.params] + [m.params for m in self.submodules if isinstance(getattr(m, "params", None),
-                                                                                       dict)]:
-            for key in [k for k, v in params.items() if v is old]:
-                params[key] = variable
-        self.table = self.param_table(self.config)
-        self._compiled.clear()
-        serving = inspect.getattr_static(type(self), "serving", None)  # its traces for this model hold the old one
-        getattr(serving, "_descriptor_cache", {}).pop(self, None)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """The number of parameters (optionally only trainable ones, or without the embedding tables)."""
@@ -661,7 +407,7 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _TrainableModule):
             if mode == "auto":
                 compiled = self._compiled.auto(key, method, arguments, tensors, self.xla_after)
                 if compiled is None and self.polymorphic_graphs:
-                    compiled = self._compiled.graph(method, arguments, tensors)
+                    compiled = self._compiled.graph(key[:2], method, arguments, tensors)
             else:
                 compiled = self._compiled.functions.get(key)
                 if compiled is None:

@@ -38,8 +38,11 @@ FRAMEWORK_ONLY = {
     "pretrained.py": {"flax": {"CLIPModule"}},
     "training.py": {"tf": {"CosineSchedule", "AdamW", "KerasCLIPModel"}, "flax": {"schedule"}},
 }
-# Files one framework has and the others cannot: none; every file of a backend exists in all three.
-FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": set(), "flax": set()}
+# Files one framework has and the others cannot. TensorFlow: the caches of compiled functions its eager calls run
+# through (PyTorch runs eagerly; Flax's jitted apply and buckets fit in its pretrained.py), and transformers' embedding
+# API, whose Keras-layer view and variable replacement only TensorFlow needs (PyTorch's fits in its pretrained.py;
+# transformers' Flax models have none).
+FRAMEWORK_ONLY_FILES = {"pt": set(), "tf": {"compiled.py", "embedding_api.py"}, "flax": set()}
 
 
 def _files(backend: str) -> set[str]:
