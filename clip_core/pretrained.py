@@ -113,9 +113,14 @@ class PretrainedMixin:
     _keys_to_ignore_on_load_missing: list | None = None
     _keys_to_ignore_on_load_unexpected: list | None = None
 
-    @property
-    def config_class(self):
-        return CONFIG_CLASSES[self.arch]
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """CLIP does not generate text (transformers' answer too)."""
+        return False
 
     @classmethod
     def check_config(cls, config: Any):

@@ -10,7 +10,6 @@ The model math, the modules and the public model classes that subclass :class:`F
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from clip_core.modeling_utils import (check_attention_mask, check_position_ids, 
                                       check_vision_inputs, first_bad_mask_value)
 from clip_core.outputs import (BaseModelOutput, BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput,
                                CLIPVisionModelOutput, ImageClassifierOutput, ModelOutput)
-from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
+from clip_core.pretrained import PretrainedMixin, logger as pretrained_logger
 from clip_core.weights import flatten_tree, flax_path, from_flax_tree, to_flax_tree
 
 
@@ -318,7 +317,7 @@ def _warn_half(cls, params) -> None:
     for half in ("float16", "bfloat16"):
         names = [k for k, v in flatten_dict(params).items() if jnp.result_type(v).name == half]
         if names:
-            logging.getLogger("clip_core.pretrained").warning(
+            pretrained_logger.warning(
                 f"Some of the weights of {cls.__name__} were initialized in {half} precision from the model "
                 f"checkpoint:\n{names}\nYou should probably UPCAST the model weights to float32 if this was not "
                 "intended. See `to_fp32` for further information on how to do this.")
@@ -351,7 +350,6 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         self.key = jax.random.PRNGKey(seed)
         self.input_shape = self._input_shape(self.config) if input_shape is None else input_shape
         self._params, self._is_initialized = None, bool(_do_init)
-        self._missing_keys: set = set()  # what a _do_init=False from_pretrained left out (init_weights fills it)
         if _do_init:
             self._params = self._tree(self.random_state(self.config, seed), param_dtype)
 
@@ -442,17 +440,18 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         params = model._without_missing(params, info["missing_keys"], pretrained_model_name_or_path)
         return ((model, params), info) if wants_info else (model, params)
 
-    def _without_missing(self, params, missing, where):
+    @staticmethod
+    def _without_missing(params, missing, where):
         """transformers' ``_do_init=False`` rule: the weights the checkpoint lacks stay out of ``params`` (with its
-        warning); the model remembers them, and :meth:`init_weights` with ``params=`` fills them."""
+        warning); :meth:`init_weights` with ``params=`` fills them."""
         if not missing:
             return params
         from flax.traverse_util import flatten_dict, unflatten_dict
-        logging.getLogger("clip_core.pretrained").warning(
+        pretrained_logger.warning(
             f"The checkpoint {where} is missing required keys: {set(missing)}. Make sure to call model.init_weights "
             "to initialize the missing weights.")
-        self._missing_keys = set(missing)
-        return unflatten_dict({k: v for k, v in flatten_dict(params).items() if k not in self._missing_keys})
+        missing = set(missing)
+        return unflatten_dict({k: v for k, v in flatten_dict(params).items() if k not in missing})
 
     @classmethod
     def _from_state(cls, config, state, dtype=None, param_dtype=None, _do_init: bool = True, **kwargs):
@@ -556,15 +555,6 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
     main_input_name = "input_ids"
     base_model_prefix = "clip"
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        """CLIP does not generate text (transformers' answer too)."""
-        return False
-
     def init_weights(self, rng, input_shape=None, params=None):
         """A fresh parameter tree (transformers' initialisation, seeded from the PRNG key ``rng``;
         ``input_shape`` is ignored: shapes come from the config). With ``params``, the leaves it lacks (such as
@@ -573,7 +563,6 @@ class FlaxCLIPPreTrainedModel(PretrainedMixin):
         fresh = self._tree(self.random_state(self.config, seed))
         if params is None:
             return fresh
-        self._missing_keys = set()
         from flax.traverse_util import flatten_dict, unflatten_dict
         merged = flatten_dict(fresh)
         merged.update(flatten_dict(params))

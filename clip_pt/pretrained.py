@@ -16,7 +16,7 @@ from torch import nn
 
 from clip_core.outputs import (BaseModelOutputWithPooling, CLIPOutput, CLIPTextModelOutput, CLIPVisionModelOutput,
                                ImageClassifierOutput)
-from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
+from clip_core.pretrained import PretrainedMixin
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -57,10 +57,6 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
 
     def _build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
 
     def _config_switches(self, config) -> None:
         """What the config asks of a new model, as in transformers: ``config._attn_implementation`` (a name, or a
@@ -231,11 +227,6 @@ class CLIPPreTrainedModel(PretrainedMixin, nn.Module):
     def get_output_embeddings(self):
         """None: CLIP has no output embedding table (transformers' answer too)."""
         return None
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        """CLIP does not generate text (transformers' answer too)."""
-        return False
 
     def set_attn_implementation(self, attn_implementation) -> None:
         """``"sdpa"`` (``torch.nn.functional.scaled_dot_product_attention``, the default) or ``"eager"`` (the

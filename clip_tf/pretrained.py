@@ -24,7 +24,7 @@ from clip_core.modeling_utils import (_is_integer_dtype, check_attention_mask, c
                                       check_pixel_values, check_text_inputs, check_vision_inputs,
                                       first_bad_mask_value)
 from clip_core.outputs import ModelOutput
-from clip_core.pretrained import CONFIG_CLASSES, PretrainedMixin
+from clip_core.pretrained import PretrainedMixin
 from clip_core.weights import from_framework_layout, tf_name, to_framework_layout, tower_configs
 from clip_tf.compiled import _Compiled, _CompiledCache, _in_replica_context, _recording
 from clip_tf.embedding_api import _EmbeddingsAPI
@@ -231,11 +231,6 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _EmbeddingsAPI, _TrainableModule):
         """A new random model from a config or the dict :meth:`get_config` returns (Keras' ``from_config``, as
         transformers' TF models have it)."""
         return cls(config, **kwargs)
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        """CLIP does not generate text (transformers' answer too)."""
-        return False
 
     def get_output_embeddings(self) -> None:
         """``None``: CLIP has no language-model head (transformers' answer, as for :meth:`get_lm_head` and
@@ -585,7 +580,6 @@ class TFCLIPPreTrainedModel(PretrainedMixin, _EmbeddingsAPI, _TrainableModule):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.config_class = CONFIG_CLASSES[cls.arch]  # a class attribute, as transformers' model classes have
         if cls.serving_inputs:  # a default signature for tf.saved_model.save(model, path), as in transformers
             signature = {name: tf.TensorSpec((None,) * (4 if name == "pixel_values" else 2), dtype, name=name)
                          for name, dtype in cls.serving_inputs.items()}
