@@ -36,7 +36,6 @@ class Expectation:
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], largest: tuple[str, int], values: int, slack: int,
                  described: str, foreign: tuple[str, ...] = ()) -> None:
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}  # canonical name -> the model's shape
-        self.names = frozenset(self.shapes)
         self.foreign = foreign  # name prefixes of the parts a tower config cannot size (the other tower)
         self.largest_name, self.largest = largest
         self.values, self.slack = values, slack
@@ -48,7 +47,7 @@ class Expectation:
         """Whether the model has a parameter ``name`` (of ``shape``, canonical layout, when given): otherwise its
         tensor is not read (a mis-shaped one is reported as mismatched: an error, or newly initialised under
         ``ignore_mismatched_sizes``)."""
-        if name not in self.names:
+        if name not in self.shapes:
             return False
         return shape is None or tuple(int(d) for d in shape) == self.shapes[name]
 
@@ -56,7 +55,7 @@ class Expectation:
         """Refuse a tensor holding more values than the largest parameter the config implies (``canonical``: its
         canonical name; the other tower's tensors, unread, are not sized by a tower's config, nor are the model's
         own parameters, which are read only at the model's shape)."""
-        if canonical is not None and (self.foreign and canonical.startswith(self.foreign) or canonical in self.names):
+        if canonical is not None and (self.foreign and canonical.startswith(self.foreign) or canonical in self.shapes):
             return
         count = math.prod(int(d) for d in shape)
         if count > self.largest:
