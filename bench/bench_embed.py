@@ -1,6 +1,6 @@
 """End-to-end ``triclip embed`` of JPEG files against the model alone and against a clip-retrieval-style loop.
 
-Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--backend pt|tf|flax] [--ray]``. One
+Run as ``python -m bench.bench_embed [--count N] [--batch B] [--repeats R] [--backend pt|tf|flax|onnx] [--ray]``. One
 process, ViT-B/32 shapes (random weights), photo-sized JPEG files written to a temporary folder. Measured,
 alternately, medians over repeats:
 
@@ -61,6 +61,9 @@ def _model_folder(folder: Path, seed: int = 0, backend: str = "pt"):
     if backend == "flax":
         from clip_flax import FlaxCLIPModel
         return FlaxCLIPModel.from_pretrained(folder)
+    if backend == "onnx":  # exported once into the cache ($TRICLIP_CACHE, set to the bench's temporary folder)
+        from clip_core.tasks.onnx_model import OnnxCLIPModel
+        return OnnxCLIPModel.from_pretrained(folder)
     return model
 
 
@@ -108,6 +111,7 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
     os.environ["TRICLIP_NO_PROGRESS"] = "1"
     workers = workers or os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="triclip-bench-embed-"))
+    cache, os.environ["TRICLIP_CACHE"] = os.environ.get("TRICLIP_CACHE"), str(tmp / "cache")
     try:
         paths = _write_jpegs(tmp / "images", count)
         model = _model_folder(tmp / "model", backend=backend)
@@ -185,6 +189,10 @@ def run(count: int = 64, batch: int = 16, repeats: int = 2, ray: bool = False, w
 
             ray_module.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+        if cache is None:
+            os.environ.pop("TRICLIP_CACHE")
+        else:
+            os.environ["TRICLIP_CACHE"] = cache
 
 
 _RETRIEVAL = """
@@ -222,7 +230,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None, help="preprocessing threads / DataLoader workers")
-    parser.add_argument("--backend", choices=("pt", "tf", "flax"), default="pt",
+    parser.add_argument("--backend", choices=("pt", "tf", "flax", "onnx"), default="pt",
                         help="triclip's backend (the clip-retrieval-style loop is PyTorch in every case)")
     parser.add_argument("--ray", action="store_true", help="also time the Ray engine on this machine")
     parser.add_argument("--ray-only", action="store_true", help="time only the Ray and local engines")

@@ -37,6 +37,9 @@ FORMAT_DTYPES = {"onnx": ("float32", "float16"), "savedmodel": DTYPES, "litert":
                  "stablehlo": DTYPES}
 _NO_DTYPE = {"onnx": "ONNX Runtime's CPU provider has no bfloat16 kernels", "litert": "LiteRT has no bfloat16 kernels"}
 MANIFEST, REFERENCE = "export.json", "reference.npz"
+#: the preprocessing files an export copies from its source folder (those it has), so the folder runs jobs alone
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+                   "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 SCHEMA_VERSION = 1
 #: the three functions an export holds; "forward" only where the format holds several inputs' worth
 FUNCTIONS = ("text_features", "image_features", "forward")
@@ -219,7 +222,20 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, to=
             records += module.write_artifacts(model, folder, own, dtype)
             del model
         manifest = write_manifest(folder, records, config, dtype, source=os.fspath(checkpoint))
+        copy_processor_files(checkpoint, folder)
     return manifest
+
+
+def copy_processor_files(source: str | os.PathLike, folder: str | os.PathLike) -> list[str]:
+    """Copy the tokenizer and image-processor files (:data:`PROCESSOR_FILES`) that the ``source`` folder has into
+    ``folder``; returns their names (none for a checkpoint file or a Hub id)."""
+    source = Path(source)
+    if not source.is_dir():
+        return []
+    copied = [name for name in PROCESSOR_FILES if (source / name).is_file()]
+    for name in copied:
+        shutil.copyfile(source / name, Path(folder) / name)
+    return copied
 
 
 # ---------------------------------------------------------------------------------------------- manifest
@@ -288,6 +304,6 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 
 
 __all__ = ["FORMATS", "DTYPES", "FORMAT_DTYPES", "TOLERANCES", "FUNCTIONS", "FORWARD_OUTPUTS", "MANIFEST",
-           "REFERENCE", "check_formats", "check_dtype", "tensor_spec", "function_specs", "artifact_record",
+           "REFERENCE", "PROCESSOR_FILES", "check_formats", "check_dtype", "tensor_spec", "function_specs", "artifact_record",
            "reference_inputs", "write_reference", "read_reference", "export_checkpoint", "write_manifest",
-           "read_manifest", "staged_folder"]
+           "read_manifest", "staged_folder", "copy_processor_files"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import logging
 import os
 import sys
 import warnings
@@ -39,12 +40,13 @@ def export(model, out_dir: str | os.PathLike, to="onnx", dtype=None, overwrite: 
     return exporting.export_model(sys.modules[__name__], model, out_dir, to, dtype, overwrite, source)
 
 
-def write_artifacts(model, folder: str | os.PathLike, formats, dtype: str) -> list[dict]:
-    """Write this backend's ``formats`` into an existing ``folder``; returns their manifest records."""
+def write_artifacts(model, folder: str | os.PathLike, formats, dtype: str, functions=None) -> list[dict]:
+    """Write this backend's ``formats`` into an existing ``folder``; returns their manifest records. ``functions``
+    (default all of :data:`clip_core.exporting.FUNCTIONS`) limits the ONNX graphs written."""
     records = []
     for fmt in formats:
         if fmt == "onnx":
-            records += _write_onnx(model, folder, dtype)
+            records += _write_onnx(model, folder, dtype, functions)
     return records
 
 
@@ -107,18 +109,21 @@ def trace(model, function: str, dtype: str = "float32") -> torch.export.Exported
 
 
 # ---------------------------------------------------------------------------------------------- formats
-def _write_onnx(model, folder: str | os.PathLike, dtype: str = "float32") -> list[dict]:
-    """``text.onnx``, ``vision.onnx`` and ``model.onnx`` (opset 18, through ``torch.export``) in ``folder``, int64
-    ids and mask ``[batch, length]``, float32 NCHW pixels ``[image_batch, ...]``, float32 outputs."""
-    functions = feature_functions(model, dtype)
+def _write_onnx(model, folder: str | os.PathLike, dtype: str = "float32", functions=None) -> list[dict]:
+    """``text.onnx``, ``vision.onnx`` and ``model.onnx`` (opset 18, through ``torch.export``; or those of
+    ``functions``) in ``folder``, int64 ids and mask ``[batch, length]``, float32 NCHW pixels ``[image_batch, ...]``,
+    float32 outputs."""
+    modules = feature_functions(model, dtype)
     specs = exporting.function_specs(model.config, "int64")
-    weights = sum(p.numel() * p.element_size() for p in functions["forward"].parameters())
+    weights = sum(p.numel() * p.element_size() for p in modules["forward"].parameters())
     records = []
-    for function, filename in _ONNX_FILES.items():
+    for function in functions or _ONNX_FILES:
+        filename = _ONNX_FILES[_check_function(function)]
         inputs = _example_inputs(model.config, function)
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with (torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(),
+              _quiet("torch.onnx")):
             warnings.simplefilter("ignore")  # the exporter's progress and renaming notes are not ours to show
-            torch.onnx.export(functions[function], (), str(Path(folder) / filename), kwargs=inputs, dynamo=True,
+            torch.onnx.export(modules[function], (), str(Path(folder) / filename), kwargs=inputs, dynamo=True,
                               input_names=list(inputs), output_names=[o["name"] for o in specs[function]["outputs"]],
                               dynamic_shapes=input_specs(inputs, model.config),
                               external_data=weights > _INLINE_LIMIT, opset_version=18, verbose=False)
@@ -157,6 +162,18 @@ def _example_inputs(config, function: str) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Logger ``name`` at ERROR for the block (the exporter logs a warning per torchvision op it cannot register)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _check_model(model) -> None:
     from clip_pt import CLIPModel
 

@@ -15,6 +15,13 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+if not os.environ.get("TRICLIP_CACHE"):  # ONNX exports made by tests go to a temporary cache, never ~/.cache
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["TRICLIP_CACHE"] = tempfile.mkdtemp(prefix="triclip-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TRICLIP_CACHE"], True)
 
 import numpy as np
 import pytest

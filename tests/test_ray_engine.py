@@ -63,3 +63,24 @@ def test_ray_engine_matches_local_engine_and_resumes(cluster, tmp_path, monkeypa
     assert main([*args, "--out", str(tmp_path / "ray")]) == 0
     assert all((tmp_path / "ray" / n).stat().st_mtime_ns == t for n, t in kept.items())
     np.testing.assert_allclose(read_embeddings(tmp_path / "ray")["embedding"], theirs["embedding"], atol=1e-6)
+
+
+def test_ray_engine_on_onnx_runtime(cluster, tmp_path, monkeypatch):
+    """--backend onnx: the driver exports once; the actors load the export (no torch in them) and write the
+    shards the local PyTorch engine writes."""
+    pytest.importorskip("onnxruntime")
+    from clip_core.cli import main
+
+    monkeypatch.setenv("TRICLIP_NO_PROGRESS", "1")
+    monkeypatch.setenv("TRICLIP_CACHE", str(tmp_path / "cache"))
+    folder = save_tiny_model(tmp_path / "model")
+    root = tmp_path / "images"
+    write_images(root, 7)
+    corpus = image_source(root)
+    embed_corpus(corpus, tmp_path / "local", folder, batch_size=2, shard_size=3)
+    assert main(["embed", "--model", str(folder), "--images", str(root), "--batch-size", "2", "--shard-size", "3",
+                 "--engine", "ray", "--num-actors", "2", "--backend", "onnx", "--out", str(tmp_path / "ray")]) == 0
+    ours, theirs = read_embeddings(tmp_path / "ray"), read_embeddings(tmp_path / "local")
+    assert ours["id"] == theirs["id"] and ours["manifest"]["backend"] == "onnx"
+    np.testing.assert_allclose(ours["embedding"], theirs["embedding"], atol=1e-5)
+    assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1

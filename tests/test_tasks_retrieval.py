@@ -130,7 +130,7 @@ def test_eval_retrieval_cli(tmp_path, capsys):
     t2i = [paths.index(p) for p, _ in rows]
     expected = _reference(img.numpy(), txt.numpy(), np.array(t2i), (1, 2))
     results = {}
-    for backend in ("pt", "flax", "tf"):
+    for backend in ("pt", "flax", "tf", "onnx"):
         out = tmp_path / f"{backend}.json"
         assert main(["eval", "retrieval", "--model", str(folder), "--backend", backend, "--data", str(captions),
                      "--ks", "1,2", "--out", str(out)]) == 0

@@ -159,7 +159,7 @@ def test_eval_zeroshot_cli_backends_agree(folder, hf, tmp_path, capsys):
     templates = tmp_path / "templates.txt"
     templates.write_text("# prompts\na photo of a {}.\nart of {}\n")
     results = {}
-    for backend in ("pt", "tf", "flax"):
+    for backend in ("pt", "tf", "flax", "onnx"):
         out = tmp_path / f"{backend}.json"
         assert main(["eval", "zeroshot", "--model", str(folder), "--backend", backend, "--data", str(data),
                      "--templates", str(templates), "--out", str(out)]) == 0
@@ -176,7 +176,7 @@ def test_eval_zeroshot_cli_backends_agree(folder, hf, tmp_path, capsys):
     assert r["top1"] == pytest.approx(float(np.mean(pred == truth)))
     for c, name in enumerate(["cat", "red car", "tree"]):
         assert r["per_class_top1"][name] == pytest.approx(float(np.mean(pred[truth == c] == c)))
-    for backend in ("tf", "flax"):
+    for backend in ("tf", "flax", "onnx"):
         assert results[backend]["top1"] == r["top1"] and results[backend]["per_class_top1"] == r["per_class_top1"]
 
 

@@ -11,8 +11,9 @@ from clip_core.cli._common import add_debug
 def add_model_args(parser, required: bool = True) -> None:
     """``--model`` and ``--backend`` (shared by embed, search and eval)."""
     parser.add_argument("--model", required=required, help="model folder (any checkpoint format) or Hub id")
-    parser.add_argument("--backend", default="pt", choices=["pt", "tf", "flax", "jax"],
-                        help="framework that runs the model (default pt)")
+    parser.add_argument("--backend", default="pt", choices=["pt", "tf", "flax", "jax", "onnx"],
+                        help="framework that runs the model (default pt); onnx: ONNX Runtime on an export folder, "
+                             "or on the model exported once by PyTorch into $TRICLIP_CACHE")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default float32)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per model call (default 32)")

@@ -18,7 +18,7 @@ def register(sub) -> None:
     query.add_argument("--image", type=Path, help="an image file as the query")
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
     p.add_argument("--model", default=None, help="model folder (default: the one recorded in the index)")
-    p.add_argument("--backend", default=None, choices=["pt", "tf", "flax", "jax"],
+    p.add_argument("--backend", default=None, choices=["pt", "tf", "flax", "jax", "onnx"],
                    help="framework for the query (default: the one recorded in the index)")
     add_debug(p)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from clip_core.tasks.corpus import Corpus, shard_name
-from clip_core.tasks.features import backend_name, image_features, l2_normalize, load_model, text_features
+from clip_core.tasks.features import (backend_name, fixed_shapes, image_features, l2_normalize, load_model,
+                                     text_features)
 
 MANIFEST, SUMMARY, ERRORS = "manifest.json", "summary.json", "errors.jsonl"
 
@@ -36,8 +37,10 @@ def _write_json(path: Path, data) -> None:
 def load_processor(model_path, kind: str):
     """The image processor (for ``kind="image"``) or the tokenizer (``"text"``) saved with the model.
 
-    A model folder without ``preprocessor_config.json`` gets CLIP's preprocessing at the model's image size.
+    A model folder without ``preprocessor_config.json`` gets CLIP's preprocessing at the model's image size (read
+    from ``config.json``, or from an export folder's ``export.json``).
     """
+    from clip_core import exporting
     from clip_core.config import CLIPConfig
     from clip_core.image_processing import CLIPImageProcessor
     from clip_core.tokenizer import CLIPTokenizerFast
@@ -47,7 +50,11 @@ def load_processor(model_path, kind: str):
         return CLIPTokenizerFast.from_pretrained(path)
     if (path / "preprocessor_config.json").is_file() or not path.is_dir():
         return CLIPImageProcessor.from_pretrained(path)
-    size = CLIPConfig.from_pretrained(path).vision_config.image_size
+    if (path / exporting.MANIFEST).is_file() and not (path / "config.json").is_file():
+        config = CLIPConfig.from_dict(exporting.read_manifest(path)["config"])
+    else:
+        config = CLIPConfig.from_pretrained(path)
+    size = config.vision_config.image_size
     return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
@@ -76,7 +83,7 @@ class Embedder:
     def prepare(self, ids, items):
         """``(inputs or None, kept positions, errors)`` for one batch; unreadable images become errors."""
         if self.kind == "text":
-            padding = "longest" if self.backend == "pt" else "max_length"  # fixed shapes: one compiled program
+            padding = "max_length" if fixed_shapes(self.model) else "longest"  # fixed shapes: one compiled program
             enc = self.processor(list(items), padding=padding, truncation=True, max_length=self.max_length,
                                  return_tensors="np")
             return (enc["input_ids"], enc["attention_mask"]), list(range(len(items))), []
@@ -94,7 +101,7 @@ class Embedder:
         """Normalised float32 embeddings of prepared ``inputs``; TF/JAX batches are padded to ``batch_size``."""
         arrays = inputs if isinstance(inputs, tuple) else (inputs,)
         n = len(arrays[0])
-        if self.backend != "pt" and n < self.batch_size:
+        if fixed_shapes(self.model) and n < self.batch_size:
             arrays = tuple(np.concatenate([a, np.repeat(a[-1:], self.batch_size - n, axis=0)]) for a in arrays)
         if self.kind == "text":
             out = text_features(self.model, arrays[0], arrays[1])

@@ -1,7 +1,7 @@
 """Features from a model of any backend, as numpy: the one place tasks touch a framework.
 
 A model is recognised by its class's package: ``clip_pt`` / ``clip_tf`` / ``clip_flax``, or transformers' ``CLIPModel``
-/ ``TFCLIPModel`` / ``FlaxCLIPModel``. Inputs go in as numpy and are converted with :func:`clip_core.tensors.to_tensor`;
+/ ``TFCLIPModel`` / ``FlaxCLIPModel``, or :class:`~clip_core.tasks.onnx_model.OnnxCLIPModel` (ONNX Runtime). Inputs go in as numpy and are converted with :func:`clip_core.tensors.to_tensor`;
 outputs come back as float32 numpy. PyTorch runs under ``torch.inference_mode``.
 """
 
@@ -14,19 +14,21 @@ import numpy as np
 
 from clip_core.tensors import to_tensor
 
-BACKENDS = {"pt": "pt", "torch": "pt", "tf": "tf", "tensorflow": "tf", "flax": "jax", "jax": "jax"}
+BACKENDS = {"pt": "pt", "torch": "pt", "tf": "tf", "tensorflow": "tf", "flax": "jax", "jax": "jax", "onnx": "onnx",
+            "onnxruntime": "onnx"}
 _MODEL_CLASSES = {"pt": ("clip_pt", "CLIPModel"), "tf": ("clip_tf", "TFCLIPModel"), "jax": ("clip_flax", "FlaxCLIPModel")}
 
 
 def backend_name(backend: str) -> str:
-    """``"pt"``, ``"tf"`` or ``"jax"`` from any accepted spelling (pt, torch, tf, tensorflow, flax, jax)."""
+    """``"pt"``, ``"tf"``, ``"jax"`` or ``"onnx"`` from any accepted spelling (pt, torch, tf, tensorflow, flax, jax,
+    onnx, onnxruntime)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     return BACKENDS[backend]
 
 
 def backend_of(model: Any) -> str:
-    """The tensor type a model takes: ``"pt"``, ``"tf"`` or ``"jax"``."""
+    """The tensor type a model takes: ``"pt"``, ``"tf"``, ``"jax"`` or ``"onnx"`` (numpy)."""
     cls = type(model)
     root, name = cls.__module__.split(".")[0], cls.__name__
     if root == "clip_pt":
@@ -35,16 +37,28 @@ def backend_of(model: Any) -> str:
         return "tf"
     if root == "clip_flax":
         return "jax"
+    if root == "clip_core" and name == "OnnxCLIPModel":
+        return "onnx"
     if root == "transformers":
         return "tf" if name.startswith("TF") else "jax" if name.startswith("Flax") else "pt"
     raise TypeError(f"not a CLIP model of a known backend: {cls.__module__}.{name} (expected a clip_pt, clip_tf, "
-                    "clip_flax or transformers CLIP model)")
+                    "clip_flax, transformers or ONNX Runtime CLIP model)")
+
+
+def fixed_shapes(model) -> bool:
+    """Whether each new input shape costs ``model`` a compile (TF and JAX): callers then pad to one shape."""
+    return backend_of(model) in ("tf", "jax")
 
 
 def load_model(path, backend: str = "pt", dtype=None):
-    """``CLIPModel`` / ``TFCLIPModel`` / ``FlaxCLIPModel`` ``.from_pretrained(path)`` for ``backend`` (eval mode)."""
+    """``CLIPModel`` / ``TFCLIPModel`` / ``FlaxCLIPModel`` / ``OnnxCLIPModel`` ``.from_pretrained(path)`` for
+    ``backend`` (eval mode)."""
     import importlib
 
+    if backend_name(backend) == "onnx":
+        from clip_core.tasks.onnx_model import OnnxCLIPModel
+
+        return OnnxCLIPModel.from_pretrained(path, dtype=dtype)
     module, name = _MODEL_CLASSES[backend_name(backend)]
     model = getattr(importlib.import_module(module), name).from_pretrained(path, dtype=dtype)
     return model.eval() if hasattr(model, "eval") and backend_name(backend) == "pt" else model
@@ -63,7 +77,7 @@ def _inputs(model, kind: str, arrays: dict) -> dict:
     for key, value in arrays.items():
         if value is None:
             continue
-        tensor = to_tensor(np.asarray(value), kind)
+        tensor = to_tensor(np.asarray(value), "np" if kind == "onnx" else kind)
         if kind == "pt" and key == "pixel_values":
             tensor = tensor.to(device=model.device, dtype=model.dtype)
         elif kind == "pt":
@@ -86,7 +100,7 @@ def text_features(model, input_ids, attention_mask=None) -> np.ndarray:
     kind = backend_of(model)
     with _no_grad(kind):
         out = model.get_text_features(**_inputs(model, kind, {"input_ids": np.asarray(input_ids, dtype=np.int64)
-                                                              if kind == "pt" else np.asarray(input_ids, np.int32),
+                                                              if kind in ("pt", "onnx") else np.asarray(input_ids, np.int32),
                                                               "attention_mask": attention_mask}))
     return to_numpy(out)
 
@@ -104,7 +118,7 @@ def forward(model, **arrays):
     """The model's full call on numpy inputs (for the outputs features do not carry, e.g. patch states)."""
     kind = backend_of(model)
     if "input_ids" in arrays:
-        arrays["input_ids"] = np.asarray(arrays["input_ids"], np.int64 if kind == "pt" else np.int32)
+        arrays["input_ids"] = np.asarray(arrays["input_ids"], np.int64 if kind in ("pt", "onnx") else np.int32)
     with _no_grad(kind):
         return model(**_inputs(model, kind, arrays))
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from clip_core.tasks.corpus import Corpus
 from clip_core.tasks.embed import Embedder, _progress, finish_output, prepare_output, run_shards
+from clip_core.tasks.features import backend_name
+from clip_core.tasks.onnx_model import exported_folder
 
 
 class _ShardActor:
@@ -79,6 +81,8 @@ def embed_corpus_ray(corpus: Corpus, out_dir, model_path, backend: str = "pt", b
                 num_actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
             num_actors = max(1, min(int(num_actors), len(todo)))
             model_path = str(Path(model_path).resolve()) if Path(model_path).exists() else str(model_path)
+            if backend_name(backend) == "onnx":  # exported once here; the actors load the export (no torch)
+                model_path, dtype = str(exported_folder(model_path, dtype)), None
             dataset = ray.data.from_items(_rows(corpus, todo), override_num_blocks=len(todo))
             results = dataset.map_batches(
                 _ShardActor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=num_actors),

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from clip_core.tasks.features import backend_of, image_features, l2_normalize, logit_scale, text_features
+from clip_core.tasks.features import fixed_shapes, image_features, l2_normalize, logit_scale, text_features
 
 # A few of OpenAI's ImageNet templates; pass your own (a list of strings, each with one ``{}``).
 OPENAI_TEMPLATES = (
@@ -37,7 +37,7 @@ def encode_texts(model, processor, texts: Sequence[str], batch_size: int = 256) 
     """L2-normalised text embeddings ``[len(texts), dim]``, in batches (truncated at the model's length)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     # TF and JAX compile one program per shape: pad to the model's length so every batch shares one
-    fixed = backend_of(model) != "pt"
+    fixed = fixed_shapes(model)
     length = int(model.config.text_config.max_position_embeddings) if fixed else None
     out = []
     for start in range(0, len(texts), batch_size):
