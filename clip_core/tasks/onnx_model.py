@@ -78,7 +78,8 @@ def _export(model_path, entry: Path, dtype: str) -> None:
         raise ImportError(f"running {model_path} on ONNX Runtime exports it once with the PyTorch backend, which "
                           f"is not installed ({err}); install triclip[torch,onnx], or pass an export folder written by "
                           "`triclip export --to onnx`") from None
-    logger.info("exporting %s to ONNX once (cached in %s)", model_path, entry)
+    # a notice, not a fault: the first run of a model waits for the export (about 25 s for ViT-B/32 on two cores)
+    logger.warning("exporting %s to ONNX once; later runs reuse %s", model_path, entry)
     model = CLIPModel.from_pretrained(model_path).eval()
     try:  # staged: the entry appears complete or not at all; a concurrent export of the same key is equal to it
         with exporting.staged_folder(entry) as folder:
