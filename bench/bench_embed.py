@@ -50,21 +50,14 @@ def _model_folder(folder: Path, seed: int = 0, backend: str = "pt"):
     """ViT-B/32 shapes, random weights: triclip's model, saved (safetensors + preprocessing) for loaders; the
     model of ``backend`` loaded from that folder."""
     from clip_core import CLIPConfig, CLIPImageProcessor
+    from clip_core.tasks.features import load_model
     from clip_pt import CLIPModel
 
     model = CLIPModel(CLIPConfig(), seed=seed).eval()
     model.save_pretrained(folder, overwrite=True)
     CLIPImageProcessor().save_pretrained(folder)
-    if backend == "tf":
-        from clip_tf import TFCLIPModel
-        return TFCLIPModel.from_pretrained(folder)
-    if backend == "flax":
-        from clip_flax import FlaxCLIPModel
-        return FlaxCLIPModel.from_pretrained(folder)
-    if backend == "onnx":  # exported once into the cache ($TRICLIP_CACHE, set to the bench's temporary folder)
-        from clip_core.tasks.onnx_model import OnnxCLIPModel
-        return OnnxCLIPModel.from_pretrained(folder)
-    return model
+    # onnx: exported once into the cache ($TRICLIP_CACHE, set to the bench's temporary folder)
+    return model if backend == "pt" else load_model(folder, backend)
 
 
 def _clip_retrieval_style(folder: Path, paths, batch: int, workers: int):

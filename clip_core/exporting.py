@@ -304,6 +304,6 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 
 
 __all__ = ["FORMATS", "DTYPES", "FORMAT_DTYPES", "TOLERANCES", "FUNCTIONS", "FORWARD_OUTPUTS", "MANIFEST",
-           "REFERENCE", "PROCESSOR_FILES", "check_formats", "check_dtype", "tensor_spec", "function_specs", "artifact_record",
-           "reference_inputs", "write_reference", "read_reference", "export_checkpoint", "write_manifest",
-           "read_manifest", "staged_folder", "copy_processor_files"]
+           "REFERENCE", "PROCESSOR_FILES", "check_formats", "check_dtype", "tensor_spec", "function_specs",
+           "artifact_record", "reference_inputs", "write_reference", "read_reference", "export_checkpoint",
+           "write_manifest", "read_manifest", "staged_folder", "copy_processor_files"]

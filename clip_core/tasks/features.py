@@ -1,8 +1,9 @@
 """Features from a model of any backend, as numpy: the one place tasks touch a framework.
 
 A model is recognised by its class's package: ``clip_pt`` / ``clip_tf`` / ``clip_flax``, or transformers' ``CLIPModel``
-/ ``TFCLIPModel`` / ``FlaxCLIPModel``, or :class:`~clip_core.tasks.onnx_model.OnnxCLIPModel` (ONNX Runtime). Inputs go in as numpy and are converted with :func:`clip_core.tensors.to_tensor`;
-outputs come back as float32 numpy. PyTorch runs under ``torch.inference_mode``.
+/ ``TFCLIPModel`` / ``FlaxCLIPModel``, or :class:`~clip_core.tasks.onnx_model.OnnxCLIPModel` (ONNX Runtime). Inputs go
+in as numpy and are converted with :func:`clip_core.tensors.to_tensor`; outputs come back as float32 numpy. PyTorch
+runs under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 
 from clip_core.tensors import to_tensor
 
-BACKENDS = {"pt": "pt", "torch": "pt", "tf": "tf", "tensorflow": "tf", "flax": "jax", "jax": "jax", "onnx": "onnx",
-            "onnxruntime": "onnx"}
+BACKENDS = {"pt": "pt", "torch": "pt", "tf": "tf", "tensorflow": "tf", "flax": "jax", "jax": "jax",
+            "onnx": "onnx", "onnxruntime": "onnx"}
 _MODEL_CLASSES = {"pt": ("clip_pt", "CLIPModel"), "tf": ("clip_tf", "TFCLIPModel"), "jax": ("clip_flax", "FlaxCLIPModel")}
 
 
@@ -86,6 +87,11 @@ def _inputs(model, kind: str, arrays: dict) -> dict:
     return out
 
 
+def _ids(input_ids, kind: str) -> np.ndarray:
+    """Token ids in the integer type ``kind`` takes: int64 for PyTorch and ONNX graphs, int32 for TF and JAX."""
+    return np.asarray(input_ids, np.int64 if kind in ("pt", "onnx") else np.int32)
+
+
 def to_numpy(value: Any) -> np.ndarray:
     """A float32 numpy array from a torch / tf / jax tensor or an output with ``.numpy()``."""
     if hasattr(value, "detach"):  # torch
@@ -99,8 +105,7 @@ def text_features(model, input_ids, attention_mask=None) -> np.ndarray:
     """``model.get_text_features`` on numpy ``input_ids`` (and mask): projected, unnormalised, ``[n, dim]``."""
     kind = backend_of(model)
     with _no_grad(kind):
-        out = model.get_text_features(**_inputs(model, kind, {"input_ids": np.asarray(input_ids, dtype=np.int64)
-                                                              if kind in ("pt", "onnx") else np.asarray(input_ids, np.int32),
+        out = model.get_text_features(**_inputs(model, kind, {"input_ids": _ids(input_ids, kind),
                                                               "attention_mask": attention_mask}))
     return to_numpy(out)
 
@@ -118,7 +123,7 @@ def forward(model, **arrays):
     """The model's full call on numpy inputs (for the outputs features do not carry, e.g. patch states)."""
     kind = backend_of(model)
     if "input_ids" in arrays:
-        arrays["input_ids"] = np.asarray(arrays["input_ids"], np.int64 if kind in ("pt", "onnx") else np.int32)
+        arrays["input_ids"] = _ids(arrays["input_ids"], kind)
     with _no_grad(kind):
         return model(**_inputs(model, kind, arrays))
 
